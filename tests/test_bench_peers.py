@@ -1,0 +1,109 @@
+"""Smoke tests for the peer benchmarks in ``benchmarks/peers`` (few steps each).
+
+The peer libraries are optional (``pip install flowjax_thesis[bench]``): every test that
+needs one skips through ``pytest.importorskip`` when it is missing. All but the first
+test are marked ``slow`` (run them with ``pytest -m slow tests/test_bench_peers.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # ``benchmarks`` is not an installed package
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.peers import (  # noqa: E402
+    PLANAR_PEERS,
+    REALNVP_CONFIGS,
+    REALNVP_PEERS,
+    torch_blog,
+)
+from benchmarks.peers._common import INSTALL_HINT, require  # noqa: E402
+
+KEYS = {"peer", "version", "steps", "seconds", "compile_seconds", "final_loss"}
+NEEDS = {
+    "torch_blog": ["torch"],
+    "normflows_planar": ["torch", "normflows"],
+    "flowjax_planar": ["flowjax"],
+    "flowjax_fit_helper": ["flowjax"],
+    "flowjax_realnvp": ["flowjax"],
+    "distrax_realnvp": ["distrax"],
+    "zuko_realnvp": ["torch", "zuko"],
+    "normflows_realnvp": ["torch", "normflows"],
+}
+
+
+def _skip_unless(name: str) -> None:
+    for module in NEEDS[name]:
+        pytest.importorskip(module)
+
+
+def _check_record(r: dict, name: str, steps: int) -> None:
+    assert KEYS <= set(r)
+    assert r["peer"] == name
+    assert r["steps"] == steps
+    assert r["seconds"] > 0
+    assert math.isfinite(r["final_loss"])
+
+
+def test_missing_peer_names_bench_extra():
+    with pytest.raises(ImportError, match=r"flowjax_thesis\[bench\]"):
+        require("no_such_peer_package_for_flowjax_thesis")
+    assert INSTALL_HINT == "pip install flowjax_thesis[bench]"
+
+
+@pytest.mark.slow
+def test_torch_blog_loss_finite_and_decreases():
+    pytest.importorskip("torch")
+    r = torch_blog(steps=300, warmup=5, seed=0)
+    _check_record(r, "torch_blog", 300)
+    assert math.isfinite(r["first_loss"])
+    assert r["final_loss"] < r["first_loss"] - 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(PLANAR_PEERS))
+def test_planar_peer_smoke(name):
+    _skip_unless(name)
+    r = PLANAR_PEERS[name](steps=5, K=4, warmup=2, seed=1)
+    _check_record(r, name, 5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(REALNVP_PEERS))
+def test_realnvp_peer_smoke(name):
+    _skip_unless(name)
+    cfg = dict(REALNVP_CONFIGS["d2"], n_layers=2, hidden=16)
+    r = REALNVP_PEERS[name](steps=5, batch=64, warmup=2, seed=1, **cfg)
+    _check_record(r, name, 5)
+
+
+@pytest.mark.slow
+def test_cli_prints_json_list():
+    pytest.importorskip("torch")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.peers",
+            "planar",
+            "--steps",
+            "3",
+            "--peers",
+            "torch_blog",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    (record,) = json.loads(proc.stdout)
+    _check_record(record, "torch_blog", 3)

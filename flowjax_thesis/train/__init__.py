@@ -1,0 +1,22 @@
+"""The training engine: transitions, the fit loop, checkpoints and data parallelism."""
+
+from flowjax_thesis.train.fit import Checkpointer, DivergenceError, FitResult, fit
+from flowjax_thesis.train.gradient import TrainState, gradient_transition
+from flowjax_thesis.train.recipes import fit_ml, fit_vi
+from flowjax_thesis.train.sharding import data_mesh, maybe_initialize_distributed, put_replicated
+from flowjax_thesis.train.transition import Transition
+
+__all__ = [
+    "Transition",
+    "TrainState",
+    "gradient_transition",
+    "fit",
+    "fit_vi",
+    "fit_ml",
+    "FitResult",
+    "DivergenceError",
+    "Checkpointer",
+    "data_mesh",
+    "put_replicated",
+    "maybe_initialize_distributed",
+]

@@ -25,6 +25,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -40,7 +41,7 @@ def default_stopwords() -> frozenset[str]:
 
 
 def tokenize(text: str, stopwords: Iterable[str] | None = None, min_len: int = 2) -> list[str]:
-    """Lowercases ``text``, splits it into alphabetic tokens and drops stopwords and short tokens."""
+    """Lowercases ``text``, splits it into alphabetic tokens, drops stopwords and short tokens."""
     stop = default_stopwords() if stopwords is None else frozenset(stopwords)
     toks = _TOKEN.findall(text.lower())
     return [w.strip("'") for w in toks if len(w) >= min_len and w not in stop and w.strip("'")]
@@ -203,23 +204,18 @@ class Corpus:
         return path
 
 
-class DocBatch(tuple):
-    """Padded documents: ``(word_ids, counts, authors, times, mask)``.
+class DocBatch(NamedTuple):
+    """Padded documents (a NamedTuple, hence a JAX pytree).
 
     word_ids, counts: (B, L); authors, times, mask: (B,). Padding words have count 0, padding
-    documents have mask 0. A plain tuple so that it is a JAX pytree.
+    documents have mask 0.
     """
 
-    __slots__ = ()
-
-    def __new__(cls, word_ids, counts, authors, times, mask):
-        return super().__new__(cls, (word_ids, counts, authors, times, mask))
-
-    word_ids = property(lambda self: self[0])
-    counts = property(lambda self: self[1])
-    authors = property(lambda self: self[2])
-    times = property(lambda self: self[3])
-    mask = property(lambda self: self[4])
+    word_ids: np.ndarray
+    counts: np.ndarray
+    authors: np.ndarray
+    times: np.ndarray
+    mask: np.ndarray
 
 
 def load_corpus(path: str, mmap: bool = True) -> Corpus:
@@ -233,9 +229,7 @@ def load_corpus(path: str, mmap: bool = True) -> Corpus:
     }
     with open(os.path.join(path, "meta.json")) as f:
         meta = json.load(f)
-    return Corpus(
-        vocab=tuple(meta["vocab"]), author_names=tuple(meta["author_names"]), **arrs
-    )
+    return Corpus(vocab=tuple(meta["vocab"]), author_names=tuple(meta["author_names"]), **arrs)
 
 
 def from_token_lists(
@@ -532,7 +526,7 @@ def write_dap(corpus: Corpus, path: str) -> str:
         f.write(f"{corpus.num_times}\n")
         for t in range(corpus.num_times):
             docs = np.flatnonzero(times == t)
-            f.write(f"{corpus.time_values[t]!r}\n{len(docs)}\n")
+            f.write(f"{float(corpus.time_values[t])!r}\n{len(docs)}\n")
             for d in docs:
                 w, c = corpus.doc(int(d))
                 pairs = " ".join(f"{int(i)}:{int(k) if k == int(k) else k}" for i, k in zip(w, c))

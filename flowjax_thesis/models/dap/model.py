@@ -31,10 +31,12 @@ alpha_hat from the regularized linear system (eq. 3.22); then the Kalman filter 
 The alpha_hat system. Setting to zero the derivative of the alpha terms (3.18) minus the
 regularizer (3.20) gives, for each time step t and with Sigma^-1 cancelled,
 
-    (1 + sum_d tau_dp) alpha_hat_p + c sum_{q != p} alpha_hat_q = alpha_hat_{t-1,p} + sum_d tau_dp m_d
+    (1 + sum_d tau_dp) alpha_hat_p + c sum_{q != p} alpha_hat_q
+        = alpha_hat_{t-1,p} + sum_d tau_dp m_d
 
 (``alpha_hat_form="derived"``, with the exact expectation E_x ||m - alpha x||^2 =
-sum_p tau_p ||m - alpha_p||^2). Eq. 3.22 as printed has sum tau^2 on the left, (m_d - 1) on the right
+sum_p tau_p ||m - alpha_p||^2). Eq. 3.22 as printed has sum tau^2 on the left, (m_d - 1) on the
+right
 and c = rho_reg D_t (``alpha_hat_form="thesis"``). With c = rho_reg D_t the matrix is indefinite
 as soon as rho_reg > (1 + D_t/P) / D_t ≈ 1/P, so the "derived" form uses c = rho_reg D_t / P as the
 released DAPPER code does; then the system is positive definite for every rho_reg < 1.
@@ -103,7 +105,9 @@ class DapConfig:
         if self.num_topics < 1 or self.num_personas < 1:
             raise ValueError("num_topics and num_personas must be positive")
         if not 0.0 <= self.rho_reg <= 0.5:
-            raise ValueError(f"rho_reg must lie in [0, 0.5] (thesis section 3.6), got {self.rho_reg}")
+            raise ValueError(
+                f"rho_reg must lie in [0, 0.5] (thesis section 3.6), got {self.rho_reg}"
+            )
         if not 0.5 < self.kappa <= 1.0:
             raise ValueError(f"kappa (forgetting rate) must lie in (0.5, 1], got {self.kappa}")
         if self.tau0 < 0:
@@ -203,7 +207,7 @@ def _doc_variances(cfg: DapConfig, time_values: np.ndarray) -> np.ndarray:
     return cfg.process_noise * np.concatenate([[first], gaps])
 
 
-def init_state(key: jax.Array, corpus: Corpus, cfg: DapConfig, n_seed_docs: int = 3) -> DapState:
+def init_state(key: jax.Array, corpus: Corpus, cfg: DapConfig, n_seed_docs: int = 1) -> DapState:
     """Initial global parameters for ``corpus`` (topics seeded from random documents)."""
     if corpus.num_docs == 0:
         raise ValueError("empty corpus: cannot initialize DAP")
@@ -235,6 +239,22 @@ def init_state(key: jax.Array, corpus: Corpus, cfg: DapConfig, n_seed_docs: int 
 
 
 # --- E-step ----------------------------------------------------------------------------------
+def gaussian_cvi_step(prior1, prior2, g_m, g_v, m, theta1, theta2, rho):
+    """One CVI update of a diagonal Gaussian q = N(m, v) in natural parameters (eq. 3.2).
+
+    ``prior1, prior2``: natural parameters of the conjugate (Gaussian prior) part;
+    ``g_m, g_v``: gradients of the non-conjugate expectation f with respect to m and v. The
+    gradient with respect to the mean parameters (m, m^2 + v) is (g_m - 2 g_v m, g_v) and
+    Theta <- rho (prior + that gradient) + (1 - rho) Theta. Returns (theta1, theta2, m, v).
+    """
+    nat1 = prior1 + g_m - 2.0 * g_v * m
+    nat2 = prior2 + g_v
+    theta1 = rho * nat1 + (1 - rho) * theta1
+    theta2 = rho * nat2 + (1 - rho) * theta2
+    v = -0.5 / theta2
+    return theta1, theta2, theta1 * v, v
+
+
 def _doc_e_step(cfg: DapConfig, elog_beta_d, counts, alpha_t, alpha_var_t, s, elog_kappa_a):
     """CVI for one document. elog_beta_d: (K, L) E log beta at the document's words."""
     num_k = cfg.num_topics
@@ -264,15 +284,12 @@ def _doc_e_step(cfg: DapConfig, elog_beta_d, counts, alpha_t, alpha_var_t, s, el
         e = jax.nn.softmax(m + 0.5 * v)  # exp(m + v/2) / zeta
         g_v = -0.5 * n * e
         if cfg.gamma_grad == "exact":
-            g1 = sum_phi - n * e - 2.0 * g_v * m
-        else:
-            g1 = sum_phi
-        nat1 = (alpha_t @ tau) * prior_prec + g1
-        nat2 = -0.5 * prior_prec + g_v
-        theta1 = rho * nat1 + (1 - rho) * theta1
-        theta2 = rho * nat2 + (1 - rho) * theta2
-        v_new = -0.5 / theta2
-        m_new = theta1 * v_new
+            g_m = sum_phi - n * e
+        else:  # eq. 3.12 as printed: only sum phi in the first natural parameter
+            g_m = sum_phi + 2.0 * g_v * m
+        theta1, theta2, m_new, v_new = gaussian_cvi_step(
+            (alpha_t @ tau) * prior_prec, -0.5 * prior_prec, g_m, g_v, m, theta1, theta2, rho
+        )
         phi_tilde = rho * m_new + (1 - rho) * phi_tilde
         tau_nat = rho * (elog_kappa_a + grad_tau(m_new, v_new)) + (1 - rho) * tau_nat
         delta = jnp.mean(jnp.abs(m_new - m))
@@ -286,7 +303,9 @@ def _doc_e_step(cfg: DapConfig, elog_beta_d, counts, alpha_t, alpha_var_t, s, el
     _, _, phi_tilde, tau_nat, m, v, iters, _ = jax.lax.while_loop(cond, body, init)
     tau = jax.nn.softmax(tau_nat)
     phi = phi_of(phi_tilde)
-    elbo = _doc_elbo(cfg, m, v, tau, phi, counts, elog_beta_d, alpha_t, alpha_var_t, s, elog_kappa_a)
+    elbo = _doc_elbo(
+        cfg, m, v, tau, phi, counts, elog_beta_d, alpha_t, alpha_var_t, s, elog_kappa_a
+    )
     return m, v, tau, phi, elbo, iters
 
 
@@ -335,9 +354,9 @@ def e_step(cfg: DapConfig, state: DapState, batch: DocBatch) -> tuple[Local, Sta
         kappa=kappa,
         tau=jnp.zeros((num_t, cfg.num_personas)).at[times].add(tau),
         tau_sq=jnp.zeros((num_t, cfg.num_personas)).at[times].add(tau**2),
-        tau_m=jnp.zeros((num_t, cfg.num_personas, num_k)).at[times].add(
-            tau[:, :, None] * m[:, None, :]
-        ),
+        tau_m=jnp.zeros((num_t, cfg.num_personas, num_k))
+        .at[times]
+        .add(tau[:, :, None] * m[:, None, :]),
         docs=jnp.zeros((num_t,)).at[times].add(mask),
         elbo=jnp.sum(elbo),
         words=jnp.sum(counts),
@@ -351,7 +370,9 @@ def zero_stats(cfg: DapConfig, state: DapState) -> Stats:
     a, p = state.delta.shape
     t = state.alpha.shape[0]
     z = jnp.zeros
-    return Stats(z((k, v)), z((a, p)), z((t, p)), z((t, p)), z((t, p, k)), z((t,)), z(()), z(()), z(()))
+    return Stats(
+        z((k, v)), z((a, p)), z((t, p)), z((t, p)), z((t, p, k)), z((t,)), z(()), z(()), z(())
+    )
 
 
 # --- M-step ----------------------------------------------------------------------------------
@@ -400,7 +421,11 @@ def m_step(
     lam = (1 - rho) * state.lam + rho * (cfg.eta_ + scale * stats.beta)
     delta = (1 - rho) * state.delta + rho * (cfg.omega_ + scale * stats.kappa)
     new_hat = solve_alpha_hat(
-        cfg, scale * stats.tau, scale * stats.tau_sq, scale * stats.tau_m, scale * stats.docs,
+        cfg,
+        scale * stats.tau,
+        scale * stats.tau_sq,
+        scale * stats.tau_m,
+        scale * stats.docs,
         cfg.mu0,
     )
     alpha_hat = (1 - rho) * state.alpha_hat + rho * new_hat
@@ -428,6 +453,7 @@ def global_elbo(cfg: DapConfig, state: DapState) -> jax.Array:
 
     alpha enters as a point estimate (its smoothed means) under the Brownian-motion prior.
     """
+
     def dir_terms(x, prior):
         el = dirichlet_expectation(x)
         dim = x.shape[-1]
@@ -445,9 +471,33 @@ def global_elbo(cfg: DapConfig, state: DapState) -> jax.Array:
 
 
 # --- jitted entry points and sharding ---------------------------------------------------------
+def e_step_config(cfg: DapConfig) -> DapConfig:
+    """``cfg`` with the settings the E-step ignores reset, so that they share one compilation."""
+    return dataclasses.replace(
+        cfg,
+        rho_reg=0.0,
+        alpha_hat_form="derived",
+        tau0=10.0,
+        kappa=0.7,
+        obs_noise=0.8,
+        v0=1.0,
+        process_noise=0.2,
+        doc_variance=None,
+        init_alpha_scale=0.5,
+        mu0=0.0,
+        eta=None,
+        omega=None,
+    )
+
+
 @functools.partial(jax.jit, static_argnums=0)
-def e_step_jit(cfg: DapConfig, state: DapState, batch: DocBatch):
+def _e_step_jit(cfg: DapConfig, state: DapState, batch: DocBatch):
     return e_step(cfg, state, batch)
+
+
+def e_step_jit(cfg: DapConfig, state: DapState, batch: DocBatch):
+    """Jitted :func:`e_step` (compiled once per E-step-relevant config and batch shape)."""
+    return _e_step_jit(e_step_config(cfg), state, jax.tree.map(jnp.asarray, batch))
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -499,8 +549,8 @@ def run_e_step(cfg: DapConfig, state: DapState, batch: DocBatch, mesh=None):
         b = batch[0].shape[0]
         if b % mesh.size:
             raise ValueError(f"batch of {b} documents is not a multiple of the {mesh.size} devices")
-        return sharded_e_step(cfg, mesh)(state, tuple(jnp.asarray(x) for x in batch))
-    return e_step_jit(cfg, state, tuple(jnp.asarray(x) for x in batch))
+        return sharded_e_step(e_step_config(cfg), mesh)(state, jax.tree.map(jnp.asarray, batch))
+    return e_step_jit(cfg, state, batch)
 
 
 # --- the functional transition and the host loop ---------------------------------------------
@@ -533,14 +583,30 @@ def dapper_transition(cfg: DapConfig, num_docs: int, mesh=None) -> Transition:
     return Transition(init, step)
 
 
-def full_batch_stats(cfg, state, corpus: Corpus, chunk: int, mesh=None) -> Stats:
-    """Statistics of the whole corpus, accumulated over padded chunks (constant memory)."""
-    total = None
+def batch_stats(cfg, state, corpus: Corpus, doc_ids, chunk: int, mesh=None) -> Stats:
+    """Statistics of the documents ``doc_ids``, accumulated over padded chunks.
+
+    Documents are processed in order of length so that each chunk is padded to a short width;
+    memory is bounded by ``chunk`` whatever the number of documents.
+    """
+    doc_ids = np.asarray(doc_ids)
+    if len(doc_ids) == 0:
+        raise ValueError("no documents in the batch")
+    lens = np.diff(np.asarray(corpus.indptr))[doc_ids]
+    doc_ids = doc_ids[np.argsort(lens, kind="stable")]
     mult = mesh.size if mesh is not None else 1
-    for batch in corpus.iter_batches(chunk, pad_to_multiple=mult):
+    size = int(np.ceil(min(chunk, len(doc_ids)) / mult) * mult)
+    total = None
+    for lo in range(0, len(doc_ids), chunk):
+        batch = corpus.batch(doc_ids[lo : lo + chunk], pad_docs_to=size)
         _, stats = run_e_step(cfg, state, batch, mesh)
         total = stats if total is None else add_stats(total, stats)
     return total
+
+
+def full_batch_stats(cfg, state, corpus: Corpus, chunk: int, mesh=None) -> Stats:
+    """Statistics of the whole corpus (constant memory, see :func:`batch_stats`)."""
+    return batch_stats(cfg, state, corpus, np.arange(corpus.num_docs), chunk, mesh)
 
 
 def fit(
@@ -570,7 +636,6 @@ def fit(
     state = init_state(key, corpus, cfg) if state is None else state
     history: list[dict] = []
     train_time = 0.0
-    mult = mesh.size if mesh is not None else 1
     for epoch in range(epochs):
         t0 = time.perf_counter()
         if batch_size is None:
@@ -580,11 +645,11 @@ def fit(
             words = float(stats.words)
         else:
             elbo_docs, words = 0.0, 0.0
-            for batch in corpus.iter_batches(
-                batch_size, shuffle=True, seed=seed + epoch, pad_to_multiple=mult
-            ):
-                _, stats = run_e_step(cfg, state, batch, mesh)
-                b = max(float(np.sum(batch[4])), 1.0)
+            order = np.random.default_rng(seed + epoch).permutation(corpus.num_docs)
+            for lo in range(0, corpus.num_docs, batch_size):
+                ids = order[lo : lo + batch_size]
+                stats = batch_stats(cfg, state, corpus, ids, chunk, mesh)
+                b = float(len(ids))
                 rho = jnp.float32(cfg.step_size(int(state.step)))
                 state = m_step_jit(cfg, state, stats, jnp.float32(corpus.num_docs / b), rho)
                 elbo_docs += float(stats.elbo)
@@ -613,12 +678,19 @@ def corpus_elbo(cfg: DapConfig, state: DapState, corpus: Corpus, chunk: int = 25
 
 def infer_documents(cfg: DapConfig, state: DapState, corpus: Corpus, chunk: int = 256) -> Local:
     """Local parameters of every document of ``corpus`` under fixed globals (numpy arrays)."""
+    if corpus.num_docs == 0:
+        raise ValueError("empty corpus: no documents to infer")
+    order = np.argsort(np.diff(np.asarray(corpus.indptr)), kind="stable")
+    size = min(chunk, corpus.num_docs)
     outs = []
     for lo in range(0, corpus.num_docs, chunk):
-        ids = np.arange(lo, min(lo + chunk, corpus.num_docs))
-        loc, _ = e_step_jit(cfg, state, corpus.batch(ids, pad_docs_to=chunk))
+        ids = order[lo : lo + chunk]
+        loc, _ = e_step_jit(cfg, state, corpus.batch(ids, pad_docs_to=size))
         outs.append(jax.tree.map(lambda x, n=len(ids): np.asarray(x)[:n], loc))
-    return jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
+    out = jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    return jax.tree.map(lambda x: x[inverse], out)
 
 
 def check_compatible(train: Corpus, other: Corpus) -> None:
@@ -632,9 +704,7 @@ def check_compatible(train: Corpus, other: Corpus) -> None:
             "evaluation corpus must use the training author table; DAP learns a persona "
             "distribution per training author, so a test author never seen in training has none"
         )
-    if other.num_times != train.num_times or not np.allclose(
-        other.time_values, train.time_values
-    ):
+    if other.num_times != train.num_times or not np.allclose(other.time_values, train.time_values):
         raise ValueError("evaluation corpus must share the training time grid")
     trained = np.bincount(np.asarray(train.authors), minlength=train.num_authors) > 0
     unseen = ~trained[np.asarray(other.authors)]

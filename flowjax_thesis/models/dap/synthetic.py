@@ -61,9 +61,7 @@ def synthetic_corpus(
     alpha[0] = alpha_scale * rng.normal(size=(k, p))
     for t in range(1, num_times):
         alpha[t] = alpha[t - 1] + np.sqrt(process_noise * gaps[t - 1]) * rng.normal(size=(k, p))
-    author_persona = np.concatenate(
-        [np.arange(p), rng.integers(0, p, size=num_authors - p)]
-    )
+    author_persona = np.concatenate([np.arange(p), rng.integers(0, p, size=num_authors - p)])
     author_persona = rng.permutation(author_persona)
     kappa = np.full((num_authors, p), (1 - persona_purity) / max(p - 1, 1))
     kappa[np.arange(num_authors), author_persona] = persona_purity if p > 1 else 1.0

@@ -1,0 +1,119 @@
+"""LDA baselines scored with the same document-completion estimator as DAPPER.
+
+* scikit-learn's :class:`~sklearn.decomposition.LatentDirichletAllocation` (batch or online);
+* gensim's ``LdaModel`` (optional: ``pip install flowjax_thesis[text]``).
+
+Both are fit on the training corpus, infer the topic proportions of each test document from the
+observed half of its tokens, and score the held-out half with
+:func:`~flowjax_thesis.models.dap.evaluation.score_heldout`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import scipy.sparse as sp
+
+from flowjax_thesis.models.dap.corpus import Corpus, split_tokens
+from flowjax_thesis.models.dap.evaluation import score_heldout
+
+
+def to_csr(corpus: Corpus) -> sp.csr_matrix:
+    """Document-term matrix (D, V)."""
+    return sp.csr_matrix(
+        (
+            np.asarray(corpus.counts, np.float64),
+            np.asarray(corpus.word_ids),
+            np.asarray(corpus.indptr),
+        ),
+        shape=(corpus.num_docs, corpus.vocab_size),
+    )
+
+
+def sklearn_lda(
+    train: Corpus,
+    num_topics: int,
+    *,
+    passes: int = 10,
+    learning_method: str = "batch",
+    batch_size: int = 256,
+    seed: int = 0,
+    n_jobs: int | None = 1,
+):
+    """Fits scikit-learn's LDA (priors 1/K). Returns ``(model, fit_seconds)``."""
+    from sklearn.decomposition import LatentDirichletAllocation
+
+    model = LatentDirichletAllocation(
+        n_components=num_topics,
+        learning_method=learning_method,
+        max_iter=passes,
+        batch_size=batch_size,
+        random_state=seed,
+        n_jobs=n_jobs,
+    )
+    t0 = time.perf_counter()
+    model.fit(to_csr(train))
+    return model, time.perf_counter() - t0
+
+
+def sklearn_completion_pwll(model, test: Corpus, seed: int = 0) -> dict:
+    observed, heldout = split_tokens(test, seed=seed)
+    theta = model.transform(to_csr(observed))
+    theta = theta / theta.sum(axis=1, keepdims=True)
+    tw = model.components_ / model.components_.sum(axis=1, keepdims=True)
+    out = score_heldout(theta, tw, heldout)
+    out.pop("per_doc")
+    return out
+
+
+def _require_gensim():
+    try:
+        import gensim  # noqa: F401
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "the gensim LDA baseline needs gensim: pip install flowjax_thesis[text]"
+        ) from e
+
+
+def to_bow(corpus: Corpus) -> list[list[tuple[int, float]]]:
+    out = []
+    for d in range(corpus.num_docs):
+        w, c = corpus.doc(d)
+        out.append(list(zip(w.tolist(), c.tolist(), strict=True)))
+    return out
+
+
+def gensim_lda(train: Corpus, num_topics: int, *, passes: int = 10, chunksize: int = 2000, seed=0):
+    """Fits gensim's LdaModel (priors 1/K). Returns ``(model, fit_seconds)``."""
+    _require_gensim()
+    from gensim.models import LdaModel
+
+    bow = to_bow(train)
+    t0 = time.perf_counter()
+    model = LdaModel(
+        corpus=bow,
+        num_topics=num_topics,
+        id2word={i: w for i, w in enumerate(train.vocab)},
+        passes=passes,
+        chunksize=chunksize,
+        random_state=seed,
+        alpha="symmetric",
+        eta=1.0 / num_topics,
+    )
+    return model, time.perf_counter() - t0
+
+
+def gensim_completion_pwll(model, test: Corpus, seed: int = 0) -> dict:
+    _require_gensim()
+    observed, heldout = split_tokens(test, seed=seed)
+    k = model.num_topics
+    theta = np.zeros((test.num_docs, k))
+    for d, doc in enumerate(to_bow(observed)):
+        gamma, _ = model.inference([doc])
+        theta[d] = gamma[0] / gamma[0].sum()
+    tw = model.get_topics()
+    tw = tw / tw.sum(axis=1, keepdims=True)
+    out = score_heldout(theta, tw, heldout)
+    out.pop("per_doc")
+    return out

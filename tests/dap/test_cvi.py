@@ -1,0 +1,125 @@
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from flowjax_thesis.models.dap.model import (
+    DapConfig,
+    _doc_e_step,
+    _doc_elbo,
+    gaussian_cvi_step,
+    solve_alpha_hat,
+)
+
+
+def test_cvi_is_exact_on_a_conjugate_gaussian_term():
+    """With a Gaussian likelihood, one CVI step with rho = 1 gives the exact posterior."""
+    rng = np.random.default_rng(0)
+    mu, s = rng.normal(size=4), rng.uniform(0.5, 2.0, size=4)  # prior N(mu, s)
+    y, r = rng.normal(size=4), rng.uniform(0.2, 1.0, size=4)  # likelihood N(y | theta, r)
+    m, v = rng.normal(size=4), rng.uniform(0.1, 3.0, size=4)  # arbitrary current q
+    g_m, g_v = (y - m) / r, -0.5 / r  # gradients of E_q log N(y | theta, r)
+    _, _, m1, v1 = gaussian_cvi_step(mu / s, -0.5 / s, g_m, g_v, m, m / v, -0.5 / v, 1.0)
+    post_var = 1.0 / (1.0 / s + 1.0 / r)
+    np.testing.assert_allclose(v1, post_var, rtol=1e-12)
+    np.testing.assert_allclose(m1, post_var * (mu / s + y / r), rtol=1e-12)
+    # damped updates converge to the same posterior
+    t1, t2 = m / v, -0.5 / v
+    for _ in range(60):
+        g_m = (y - m) / r
+        t1, t2, m, v = gaussian_cvi_step(mu / s, -0.5 / s, g_m, g_v, m, t1, t2, 0.5)
+    np.testing.assert_allclose(m, post_var * (mu / s + y / r), rtol=1e-8)
+
+
+@pytest.fixture(scope="module")
+def doc_problem():
+    rng = np.random.default_rng(1)
+    k, p, n_words = 4, 3, 12
+    lam = rng.gamma(2.0, 1.0, size=(k, n_words)) + 0.1
+    elog_beta = jax.scipy.special.digamma(lam) - jax.scipy.special.digamma(lam.sum(1))[:, None]
+    counts = rng.integers(1, 5, size=n_words).astype(np.float64)
+    alpha_t = rng.normal(size=(k, p))
+    elog_kappa = np.log(np.array([0.5, 0.3, 0.2]))
+    return dict(
+        elog_beta_d=jnp.asarray(elog_beta),
+        counts=jnp.asarray(counts),
+        alpha_t=jnp.asarray(alpha_t),
+        alpha_var_t=0.1,
+        s=0.7,
+        elog_kappa_a=jnp.asarray(elog_kappa),
+    )
+
+
+def test_e_step_converges_to_a_stationary_point_of_the_document_elbo(doc_problem):
+    with jax.enable_x64(True):
+        # the shift of m common to all topics converges slowly (the likelihood is shift
+        # invariant, only the prior pins it), hence the many iterations
+        cfg = DapConfig(
+            num_topics=4, num_personas=3, local_max_iter=5000, local_tol=1e-13, damping=0.9
+        )
+        prob = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), doc_problem)
+        m, v, tau, phi, elbo, iters = _doc_e_step(cfg, **prob)
+        assert int(iters) < 5000
+        f = functools.partial(
+            _doc_elbo,
+            cfg,
+            **{"counts": prob["counts"]},
+            elog_beta_d=prob["elog_beta_d"],
+            alpha_t=prob["alpha_t"],
+            alpha_var_t=prob["alpha_var_t"],
+            s=prob["s"],
+            elog_kappa_a=prob["elog_kappa_a"],
+        )
+        g_m, g_v = jax.grad(lambda m_, v_: f(m_, v_, tau, phi), argnums=(0, 1))(m, v)
+        assert float(jnp.max(jnp.abs(g_m))) < 1e-6
+        assert float(jnp.max(jnp.abs(g_v))) < 1e-6
+        # tau maximizes the ELBO on the simplex: it is the softmax of its natural parameter
+        sq = jnp.sum((m[:, None] - prob["alpha_t"]) ** 2, axis=0)
+        expected_tau = jax.nn.softmax(prob["elog_kappa_a"] - sq / (2 * prob["s"]))
+        np.testing.assert_allclose(tau, expected_tau, atol=1e-8)
+        # and phi is the closed-form optimum given m
+        expected_phi = jax.nn.softmax(m[:, None] + prob["elog_beta_d"], axis=0)
+        np.testing.assert_allclose(phi, expected_phi, atol=1e-8)
+        # thesis eq. 3.12 as printed has another fixed point, which is not stationary
+        cfg_t = DapConfig(
+            num_topics=4,
+            num_personas=3,
+            local_max_iter=5000,
+            local_tol=1e-13,
+            damping=0.9,
+            gamma_grad="thesis",
+        )
+        m2, v2, tau2, phi2, *_ = _doc_e_step(cfg_t, **prob)
+        g2 = jax.grad(lambda m_: f(m_, v2, tau2, phi2))(m2)
+        assert float(jnp.max(jnp.abs(g2))) > 1e-3
+
+
+def test_alpha_hat_system_solves_the_regularized_objective():
+    """The 'derived' alpha_hat is the stationary point of the alpha terms minus the RVI penalty."""
+    rng = np.random.default_rng(2)
+    t, p, k = 3, 4, 5
+    tau = rng.uniform(0, 5, size=(t, p))
+    tau_m = rng.normal(size=(t, p, k))
+    docs = tau.sum(1)
+    for rho in (0.0, 0.3):
+        cfg = DapConfig(num_topics=k, num_personas=p, rho_reg=rho)
+        args = [np.asarray(x, np.float32) for x in (tau, tau**2, tau_m, docs)]
+        out = np.asarray(solve_alpha_hat(cfg, *args, 0.0))  # (T, K, P)
+        prev = np.zeros((p, k))
+        for step in range(t):
+            a = out[step].T  # (P, K)
+            # gradient of -1/2|a - prev|^2 - 1/2 sum_d tau |m - a|^2 - c/2 sum_{p!=q} a_p a_q
+            c = rho * docs[step] / p
+            grad = -(a - prev) + tau_m[step] - tau[step][:, None] * a
+            grad -= c * (a.sum(0, keepdims=True) - a)
+            np.testing.assert_allclose(grad, 0.0, atol=1e-4)
+            prev = a
+
+
+def test_rho_reg_out_of_range():
+    with pytest.raises(ValueError, match=r"rho_reg must lie in \[0, 0.5\]"):
+        DapConfig(num_topics=3, num_personas=2, rho_reg=0.6)
+    with pytest.raises(ValueError, match="kappa"):
+        DapConfig(num_topics=3, num_personas=2, kappa=0.4)

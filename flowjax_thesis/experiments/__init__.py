@@ -85,6 +85,7 @@ _REGISTRY: dict[str, Experiment] = {}
 _MODULES = (
     "flowjax_thesis.experiments.flows_2d",
     "flowjax_thesis.experiments.dapper",
+    "flowjax_thesis.experiments.bayes_vi",
 )
 
 

@@ -10,7 +10,17 @@ from importlib import metadata
 from typing import Any
 
 INSTALL_HINT = "pip install flowjax_thesis[bench]"
+TORCH_THREADS_ENV = "FLOWJAX_BENCH_TORCH_THREADS"
 TORCH_THREADS = 2  # the benchmark machine has 2 cores
+
+
+def torch_threads() -> int:
+    """Threads for torch: 2 (the machine's cores) unless $FLOWJAX_BENCH_TORCH_THREADS.
+
+    On a machine shared with other jobs, torch's 2 intra-op threads spin-wait on each
+    other and an eager step can take several times longer; 1 thread shows that.
+    """
+    return int(os.environ.get(TORCH_THREADS_ENV, TORCH_THREADS))
 
 
 def require(module: str) -> Any:
@@ -34,7 +44,7 @@ def version(dist: str) -> str:
 def setup_torch(seed: int) -> Any:
     """Import torch, pin it to 2 threads and seed every RNG it uses."""
     torch = require("torch")
-    torch.set_num_threads(TORCH_THREADS)
+    torch.set_num_threads(torch_threads())
     torch.manual_seed(seed)
     return torch
 
@@ -97,5 +107,7 @@ def result(
         "cpu_seconds": float(cpu),
         "load_avg_1min": os.getloadavg()[0],
     }
+    if "torch" in extra or version_str.startswith(version("torch")):
+        out["torch_threads"] = torch_threads()
     out.update(extra)
     return out

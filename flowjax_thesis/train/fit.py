@@ -183,7 +183,11 @@ def fit(
     step, best_value, bad_evals = 0, np.inf, 0
     best_state, best_step = state, None
     if ckpt is not None and ckpt.latest_step() is not None:
-        template = {"state": state, "best": np.float64(0), "bad_evals": np.int64(0)}
+        template = {
+            "state": state,
+            "best": np.zeros((), np.float64),
+            "bad_evals": np.zeros((), np.int64),
+        }
         restored = ckpt.restore(template)
         state, step = restored["state"], int(ckpt.latest_step())
         best_value, bad_evals = float(restored["best"]), int(restored["bad_evals"])

@@ -1,0 +1,134 @@
+"""Speed benchmarks: our training steps beside peer libraries', measured in the same run.
+
+``flowjax-thesis bench NAME`` (or ``python -m benchmarks NAME``) runs one suite and writes JSON.
+Every measurement runs in a fresh Python process, one after another (2-core machine: no two
+timings overlap), and the suite reports speed ratios ``ours / peer`` in steps per second
+(> 1 means we are faster). Peers that are not installed are reported with an error and
+skipped (``pip install -e .[bench]`` installs them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def isolated(target: str, **kwargs) -> dict[str, Any]:
+    """Runs ``module:function(**kwargs)`` in a fresh interpreter and returns its JSON result."""
+    module, function = target.split(":")
+    code = (
+        "import json, sys; from importlib import import_module; "
+        f"r = getattr(import_module({module!r}), {function!r})(**json.loads(sys.argv[1])); "
+        "print(json.dumps(r))"
+    )
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(kwargs)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    try:
+        return json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        err = proc.stderr.strip().splitlines()
+        return {"peer": target, "error": err[-1] if err else f"exit code {proc.returncode}"}
+
+
+def _steps_per_second(r: dict) -> float | None:
+    if "error" in r or not r.get("seconds"):
+        return None
+    return r["steps"] / r["seconds"]
+
+
+def _ratios(ours: dict, peers: list[dict]) -> dict[str, float]:
+    mine = _steps_per_second(ours)
+    out = {}
+    for r in peers:
+        theirs = _steps_per_second(r)
+        if mine and theirs:
+            out[r["peer"]] = round(mine / theirs, 3)
+    return out
+
+
+def planar_vi(steps: int = 2000, K: int = 32, full_run_steps: int = 20000) -> dict[str, Any]:
+    """The blog's planar VI: K=32, batch 128, Adam 6e-4 on the ring energy."""
+    steps, K, full_run_steps = int(steps), int(K), int(full_run_steps)
+    ours = isolated("benchmarks.ours:planar", steps=steps, K=K)
+    peers = [
+        isolated("benchmarks.peers.planar_vi:torch_blog", steps=max(steps // 4, 100), K=K),
+        isolated("benchmarks.peers.planar_vi:normflows_planar", steps=max(steps // 4, 100), K=K),
+        isolated("benchmarks.peers.planar_vi:flowjax_planar", steps=steps, K=K),
+        isolated("benchmarks.peers.planar_vi:flowjax_fit_helper", steps=max(steps // 2, 100), K=K),
+    ]
+    full = isolated("benchmarks.ours:planar_full_run", steps=full_run_steps, K=K)
+    return {
+        "benchmark": "planar-vi",
+        "ours": ours,
+        "peers": peers,
+        "speedup_vs_peer": _ratios(ours, peers),
+        "whole_run_seconds_incl_compile": full.get("seconds"),
+        "whole_run": full,
+        "goals": {
+            "vs_torch_blog": ">= 40x",
+            "vs_flowjax_planar": ">= 1.2x",
+            "whole_20000_step_run": "< 15 s including compile",
+        },
+    }
+
+
+def realnvp(steps: int = 300, configs: str = "d2,d43") -> dict[str, Any]:
+    """RealNVP maximum-likelihood steps at d=2 (8 couplings, hidden 64) and d=43 (5, hidden 430)."""
+    from benchmarks.peers.realnvp_density import REALNVP_CONFIGS
+
+    out: dict[str, Any] = {"benchmark": "realnvp", "configs": {}}
+    for name in str(configs).split(","):
+        cfg = REALNVP_CONFIGS[name]
+        n = int(steps) if cfg["dim"] == 2 else max(int(steps) // 3, 30)
+        ours = isolated("benchmarks.ours:realnvp", steps=n, **cfg)
+        peers = [
+            isolated(f"benchmarks.peers.realnvp_density:{fn}", steps=n, **cfg)
+            for fn in ("flowjax_realnvp", "distrax_realnvp", "zuko_realnvp", "normflows_realnvp")
+        ]
+        ratios = _ratios(ours, peers)
+        out["configs"][name] = {
+            "config": cfg,
+            "ours": ours,
+            "peers": peers,
+            "speedup_vs_peer": ratios,
+            "speedup_vs_fastest_peer": min(ratios.values()) if ratios else None,
+        }
+    out["goal"] = "at least the speed of the fastest peer (speedup_vs_fastest_peer >= 1)"
+    return out
+
+
+def compile_time(depths: str = "4,32") -> dict[str, Any]:
+    """Compile time of a K=32 planar flow step against K=4 (goal: within 1.5x)."""
+    r = isolated("benchmarks.ours:compile_time", depths=[int(d) for d in str(depths).split(",")])
+    r["goal"] = "ratio_deepest_to_shallowest <= 1.5"
+    return r
+
+
+BENCHMARKS = {
+    "planar-vi": planar_vi,
+    "realnvp": realnvp,
+    "compile-time": compile_time,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in BENCHMARKS:
+        print(f"usage: python -m benchmarks {{{','.join(BENCHMARKS)}}} [key=value ...]")
+        return 2
+    kwargs = dict(a.split("=", 1) for a in argv[1:])
+    print(json.dumps(BENCHMARKS[argv[0]](**kwargs), indent=2))
+    return 0

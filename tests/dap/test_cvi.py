@@ -96,26 +96,49 @@ def test_e_step_converges_to_a_stationary_point_of_the_document_elbo(doc_problem
         assert float(jnp.max(jnp.abs(g2))) > 1e-3
 
 
-def test_alpha_hat_system_solves_the_regularized_objective():
-    """The 'derived' alpha_hat is the stationary point of the alpha terms minus the RVI penalty."""
+@pytest.mark.parametrize("form", ["mass", "derived"])
+def test_alpha_hat_system_solves_the_regularized_objective(form):
+    """alpha_hat is the stationary point of the alpha terms minus the RVI penalty, where the
+    penalty pairs personas p, q with weight c_pq (module docstring of model.py)."""
     rng = np.random.default_rng(2)
     t, p, k = 3, 4, 5
     tau = rng.uniform(0, 5, size=(t, p))
     tau_m = rng.normal(size=(t, p, k))
     docs = tau.sum(1)
     for rho in (0.0, 0.3):
-        cfg = DapConfig(num_topics=k, num_personas=p, rho_reg=rho)
+        cfg = DapConfig(num_topics=k, num_personas=p, rho_reg=rho, alpha_hat_form=form)
         args = [np.asarray(x, np.float32) for x in (tau, tau**2, tau_m, docs)]
         out = np.asarray(solve_alpha_hat(cfg, *args, 0.0))  # (T, K, P)
         prev = np.zeros((p, k))
         for step in range(t):
             a = out[step].T  # (P, K)
-            # gradient of -1/2|a - prev|^2 - 1/2 sum_d tau |m - a|^2 - c/2 sum_{p!=q} a_p a_q
-            c = rho * docs[step] / p
-            grad = -(a - prev) + tau_m[step] - tau[step][:, None] * a
-            grad -= c * (a.sum(0, keepdims=True) - a)
+            if form == "mass":
+                c = rho * np.sqrt(np.outer(tau[step], tau[step]))
+            else:
+                c = np.full((p, p), rho * docs[step] / p)
+            np.fill_diagonal(c, 0.0)
+            # gradient of -1/2|a - prev|^2 - 1/2 sum_d tau |m - a|^2 - 1/2 sum_{p!=q} c_pq a_p a_q
+            grad = -(a - prev) + tau_m[step] - tau[step][:, None] * a - c @ a
             np.testing.assert_allclose(grad, 0.0, atol=1e-4)
             prev = a
+
+
+def test_mass_weighted_rvi_stays_well_posed_when_a_persona_is_starved():
+    """A persona with almost no documents at a busy time step made the released code's system
+    indefinite (and full-batch RVI diverge); the mass-weighted system is positive definite."""
+    p, k = 4, 3
+    tau = np.array([[300.0, 250.0, 200.0, 0.01]], np.float32)
+    tau_m = np.random.default_rng(0).normal(size=(1, p, k)).astype(np.float32)
+    docs = tau.sum(1)
+    rho = 0.5
+    derived = np.diag(1 + tau[0]) + rho * docs[0] / p * (np.ones((p, p)) - np.eye(p))
+    assert np.linalg.eigvalsh(derived).min() < 0  # the released code's form: indefinite
+    root = np.sqrt(tau[0])
+    mass = np.diag(1 + tau[0]) + rho * (np.outer(root, root) - np.diag(tau[0]))
+    assert np.linalg.eigvalsh(mass).min() >= 1.0 - 1e-6
+    cfg = DapConfig(num_topics=k, num_personas=p, rho_reg=rho)
+    out = np.asarray(solve_alpha_hat(cfg, tau, tau**2, tau_m, docs, 0.0))
+    assert np.all(np.isfinite(out)) and np.abs(out).max() < 10
 
 
 def test_rho_reg_out_of_range():

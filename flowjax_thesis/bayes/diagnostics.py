@@ -18,6 +18,8 @@ import warnings
 import numpy as np
 
 EXTRA_HINT = "pip install 'flowjax_thesis[bayes]'"
+#: log weights spread less than this (nats) are treated as constant by :func:`psis`.
+CONSTANT_SPREAD = 1e-3
 
 
 def require_arviz():
@@ -43,7 +45,9 @@ def psis(log_weights) -> tuple[np.ndarray, float]:
     """Pareto-smoothed, normalised log weights and the Pareto shape ``k-hat`` (ArviZ).
 
     Non-finite log weights (e.g. a sample where the target underflows) are set to the minimum
-    finite weight's level minus 100, i.e. weight ~ 0.
+    finite weight's level minus 100, i.e. weight ~ 0. Numerically constant log weights (spread
+    below ``CONSTANT_SPREAD`` nats: ``q`` equals the posterior up to float32 rounding) have no
+    tail to fit; ArviZ then returns ``k = inf``, we return the uniform weights and ``k = 0``.
     """
     az = require_arviz()
     lw = np.asarray(log_weights, dtype=np.float64).reshape(-1)
@@ -53,6 +57,8 @@ def psis(log_weights) -> tuple[np.ndarray, float]:
     if not finite.any():
         raise ValueError("all log weights are non-finite")
     lw = np.where(finite, lw, lw[finite].min() - 100.0)
+    if np.ptp(lw) < CONSTANT_SPREAD:
+        return np.full(lw.shape, -np.log(lw.size)), 0.0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         smoothed, k = az.psislw(lw.copy())

@@ -197,6 +197,8 @@ def bayes_vi(cfg: dict, run) -> dict:
                 "sd err (PSIS)": float("nan"),
                 "seconds": round(ref.seconds, 2),
                 "time / ref": 1.0,
+                "poststrat err (pp)": 0.0 if name == "mrp" else None,
+                "poststrat sd ratio": 1.0 if name == "mrp" else None,
             }
         )
         ref_ps = poststratify(model, ref.draws) if name == "mrp" else None
@@ -231,6 +233,8 @@ def bayes_vi(cfg: dict, run) -> dict:
                 "sd err (PSIS)": a["sd_err_psis"],
                 "seconds": round(fitted.seconds, 2),
                 "time / ref": fitted.seconds / ref.seconds if ref.method != "exact" else None,
+                "poststrat err (pp)": None,
+                "poststrat sd ratio": None,
             }
             if ref_ps is not None:
                 ps = poststratify(model, a["draws"])
@@ -240,7 +244,6 @@ def bayes_vi(cfg: dict, run) -> dict:
                 )
                 row["poststrat sd ratio"] = float(np.median(ps["sd"] / ref_ps["sd"]))
             rows.append(row)
-            entry[label] = {k: v for k, v in row.items() if k not in ("model",)}
             run.print(
                 f"[{name}] {label:22s} ELBO {a['elbo']:9.3f}  k-hat {a['khat']:6.2f}  "
                 f"mean err {a['mean_err']:.3f}  sd err {a['sd_err']:.3f}  "

@@ -83,6 +83,7 @@ _REGISTRY: dict[str, Experiment] = {}
 
 # Modules that register experiments on import (each team adds its own module here).
 _MODULES = (
+    "flowjax_thesis.experiments.gbnf",
     "flowjax_thesis.experiments.flows_2d",
     "flowjax_thesis.experiments.dapper",
     "flowjax_thesis.experiments.bayes_vi",

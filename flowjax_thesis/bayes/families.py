@@ -9,7 +9,9 @@
   every two couplings).
 - ``iaf``: ``layers`` inverse autoregressive layers (MADE), reversed orders in between.
 - ``spline``: ``layers`` rational-quadratic spline couplings (neural spline flow).
-- ``gbnf``: gradient boosted flows, when :mod:`flowjax_thesis.models.gbnf` is available.
+- ``gbnf``: gradient boosted flows (a mixture of ``realnvp`` components), when
+  :mod:`flowjax_thesis.models.gbnf` is available; built and trained by
+  :func:`flowjax_thesis.bayes.fit_family`, not by :func:`make_family`.
 
 Every flow family has an elementwise affine layer nearest the data, so it starts exactly where
 the mean-field family starts (the deeper layers start near the identity) and only has to learn the
@@ -75,6 +77,7 @@ def make_family(
         raise NotImplementedError(
             "the gbnf family needs flowjax_thesis.models.gbnf (issue 3), which is not in this tree"
             if not gbnf_available()
-            else "gbnf is not wired into make_family yet; fit it with flowjax_thesis.models.gbnf"
+            else "a GBNF is a mixture of flows, not one Flow: fit it with "
+            "flowjax_thesis.bayes.fit_family(model, 'gbnf', ...)"
         )
     raise KeyError(f"unknown family {name!r}; available: {', '.join(FAMILIES)}")

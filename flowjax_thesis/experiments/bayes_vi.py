@@ -162,10 +162,8 @@ def bayes_vi(cfg: dict, run) -> dict:
         f"parameters (seed {cfg['seed']}, {cfg['mrp_states']} states, "
         f"{cfg['mrp_respondents']} respondents)"
     )
-    if not gbnf_available():
-        run.print(
-            "note: flowjax_thesis.models.gbnf is not in this tree; the gbnf family is skipped"
-        )
+    if "gbnf" in cfg["families"] and not gbnf_available():
+        raise ValueError("family gbnf needs flowjax_thesis.models.gbnf, not in this tree")
     key = jax.random.PRNGKey(cfg["seed"])
     nuts_kwargs = dict(
         num_warmup=cfg["nuts_warmup"],
@@ -265,5 +263,5 @@ def bayes_vi(cfg: dict, run) -> dict:
         run.save_figure(_marginals_figure(name, model, ref, fits, _SHOW[name]), f"marginals_{name}")
         summary[name] = entry
     summary["comparison"] = rows
-    summary["gbnf"] = "included" if gbnf_available() else "not available in this tree"
+    summary["gbnf"] = "included" if "gbnf" in cfg["families"] else "not run (add to families)"
     return summary

@@ -111,10 +111,11 @@ def realnvp(
     batch: int = 512,
     seed: int = 0,
     chunk: int = 100,
+    unroll: int = 1,
 ) -> dict[str, Any]:
     """RealNVP maximum-likelihood steps with the peers' architecture (two ReLU hidden layers)."""
     data = make_data(dim, seed)
-    flow = realnvp_flow(dim, n_layers, hidden=(hidden, hidden), activation="relu")
+    flow = realnvp_flow(dim, n_layers, hidden=(hidden, hidden), activation="relu", unroll=unroll)
     transition = gradient_transition(max_likelihood_loss(flow), optax.adam(1e-3))
     state = transition.init(flow.init(jax.random.PRNGKey(seed)))
     done, sw, compile_s, loss = _time_chunks(transition, state, data, batch, steps, chunk, seed)
@@ -130,6 +131,7 @@ def realnvp(
         hidden=hidden,
         batch=batch,
         chunk=chunk,
+        unroll=unroll,
     )
 
 

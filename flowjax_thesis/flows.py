@@ -64,7 +64,7 @@ class Flow:
 
     def data_init(self, params, x, context=None):
         """Data-dependent initialisation (ActNorm) from a batch ``x``."""
-        x, context = self._check(x, context)
+        x, context = self.check_inputs(x, context)
         return self.chain.data_init(params, x, context)
 
     # -- distributions ------------------------------------------------------------------------
@@ -84,7 +84,7 @@ class Flow:
 
     def log_prob(self, params, x, context=None):
         """``log p(x)`` for ``x`` of shape ``batch + event_shape``."""
-        x, context = self._check(x, context)
+        x, context = self.check_inputs(x, context)
         z, log_det = self.bijector(params, context).inverse_and_log_det(x)
         return self.base_distribution().log_prob(z) + log_det
 
@@ -108,7 +108,8 @@ class Flow:
         return self.sample_and_log_prob(params, key, n, context, temperature)[0]
 
     # -- input checks (shapes are static, so these cost nothing under jit) ---------------------
-    def _check(self, x, context):
+    def check_inputs(self, x, context=None):
+        """Validates data (and context) shapes against the flow; returns them as arrays."""
         x = jnp.asarray(x)
         k = len(self.event_shape)
         if x.ndim < k or tuple(x.shape[x.ndim - k :]) != self.event_shape:

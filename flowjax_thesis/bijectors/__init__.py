@@ -11,6 +11,7 @@ from collections.abc import Callable
 from functools import partial
 
 from flowjax_thesis.bijectors.actnorm import ActNorm
+from flowjax_thesis.bijectors.affine import ElementwiseAffine, TriangularAffine
 from flowjax_thesis.bijectors.autoregressive import Autoregressive
 from flowjax_thesis.bijectors.base import EventBijector, Layer, solve_tanh_equation
 from flowjax_thesis.bijectors.compose import Chain, Repeat
@@ -40,6 +41,8 @@ REGISTRY: dict[str, Callable[..., Layer]] = {
     "spline_coupling": partial(Coupling, transform="spline"),
     "maf": partial(Autoregressive, kind="maf"),
     "iaf": partial(Autoregressive, kind="iaf"),
+    "elementwise_affine": ElementwiseAffine,
+    "triangular_affine": TriangularAffine,
     "actnorm": ActNorm,
     "conv1x1": Conv1x1,
     "reverse": partial(Permute, kind="reverse"),
@@ -71,6 +74,8 @@ __all__ = [
     "Coupling",
     "Autoregressive",
     "ActNorm",
+    "ElementwiseAffine",
+    "TriangularAffine",
     "Conv1x1",
     "Permute",
     "Squeeze",

@@ -779,7 +779,7 @@ def fit_density(
     if rho_init is not None and not 0.0 <= rho_init <= 1.0:
         raise ValueError(f"rho_init must lie in [0, 1], got {rho_init}")
     data = check_finite(data, "data").astype(np.float32)
-    gbnf.flow._check(data, context)
+    gbnf.flow.check_inputs(data, context)
     ctx = None if context is None else np.asarray(context, np.float32)
     if val_data is None:
         n_val = max(len(data) // 10, 1)
@@ -788,7 +788,7 @@ def fit_density(
             val_context, ctx = ctx[-n_val:], ctx[:-n_val]
         _log(run, f"[{label}] no val_data: holding out the last {n_val} training points for rho")
     val_data = check_finite(val_data, "val_data").astype(np.float32)
-    gbnf.flow._check(val_data, val_context)
+    gbnf.flow.check_inputs(val_data, val_context)
     val_ctx = None if val_context is None else jnp.asarray(val_context, jnp.float32)
 
     k_init, k_fit = jax.random.split(key)

@@ -66,10 +66,10 @@ def fit_ml(
     ActNorm layers (if any) are initialised from a batch when ``data_init``.
     """
     data = check_finite(data, "data")
-    flow._check(data, context)  # shape check with a clear message
+    flow.check_inputs(data, context)  # shape check with a clear message
     if val_data is not None:
         val_data = check_finite(val_data, "val_data")
-        flow._check(val_data, val_context)
+        flow.check_inputs(val_data, val_context)
     init_key, fit_key = jax.random.split(key)
     if params is None:
         params = flow.init(init_key)

@@ -117,10 +117,18 @@ def compile_time(depths: str = "4,32") -> dict[str, Any]:
     return r
 
 
+def gbnf(**settings) -> dict[str, Any]:
+    """C=8 boosted components in one vmapped call against C separate single-component calls."""
+    r = isolated("benchmarks.bench_gbnf:gbnf_vmap", **{k: int(v) for k, v in settings.items()})
+    r["goal"] = "vmapped log_prob and sample cheaper than separate calls (ratios > 1)"
+    return r
+
+
 BENCHMARKS = {
     "planar-vi": planar_vi,
     "realnvp": realnvp,
     "compile-time": compile_time,
+    "gbnf": gbnf,
 }
 
 

@@ -1,0 +1,209 @@
+"""Integer-valued image data sets for density estimation in bits/dim (chapter 5), and
+dequantisation.
+
+Every loader returns a :class:`GreyImages` whose ``train``/``val``/``test`` are **integer** arrays
+``(N, H, W, C)`` (dtype uint8) with values in ``0 .. num_bins - 1``, and ``source``, a sentence
+saying exactly which data was used (experiments print it).
+
+- ``mnist``: 60,000/10,000 28x28x1 with 256 levels; the last 10,000 training images are the
+  validation set. From the standard IDX files (``train-images-idx3-ubyte[.gz]``,
+  ``t10k-images-idx3-ubyte[.gz]``) in the data directory, or TFDS ``mnist`` when installed.
+- ``cifar10``: 50,000/10,000 32x32x3 (last 5,000 training images for validation) from the
+  standard ``cifar-10-batches-py`` pickles, or TFDS ``cifar10``.
+- ``imagenet32``: the downsampled ImageNet 32x32 of Oord et al. / Chrabaszcz et al. from
+  ``train_data_batch_*`` / ``val_data`` (npz pickles), or TFDS ``downsampled_imagenet/32x32``;
+  the validation set is the test set, as in the thesis (last 10,000 training images: validation).
+- ``digits`` (offline): the 1,797 8x8 images that ship with scikit-learn, 17 grey levels (0..16),
+  split 1,397/200/200 with a fixed seed. An offline stand-in, NOT the thesis's data.
+
+The data directory is ``data_dir`` or ``$FLOWJAX_DATA_DIR`` or ``~/data``. Nothing is downloaded:
+``load_images(name, fallback=True)`` falls back to ``digits`` when files are missing and says so.
+
+Dequantisation: :func:`uniform_dequantize` maps integer pixels ``k`` to ``(k + u) / num_bins``
+with ``u ~ U(0, 1)``; the log-density of the continuous model on ``[0, 1]^D`` then gives a lower
+bound on the discrete log-likelihood after adding ``D log(num_bins)`` nats
+(:func:`flowjax_thesis.objectives.bits_per_dim` does that with ``num_bins``).
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import os
+import pickle
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+DATASETS = ("digits", "mnist", "cifar10", "imagenet32")
+
+
+@dataclass(frozen=True)
+class GreyImages:
+    name: str
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    num_bins: int
+    source: str
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.train.shape[1:])
+
+    @property
+    def num_dims(self) -> int:
+        return int(np.prod(self.image_shape))
+
+
+def data_directory(data_dir: str | None = None) -> str:
+    return os.path.expanduser(data_dir or os.environ.get("FLOWJAX_DATA_DIR") or "~/data")
+
+
+def _find(directory: str, *names: str) -> str | None:
+    if not os.path.isdir(directory):
+        return None
+    for name in names:
+        for root, _, files in os.walk(directory):
+            if name in files:
+                return os.path.join(root, name)
+    return None
+
+
+def _split(x, sizes, seed):
+    perm = np.random.default_rng(seed).permutation(len(x))
+    a, b, _ = sizes
+    return x[perm[:a]], x[perm[a : a + b]], x[perm[a + b :]]
+
+
+def load_digits(seed: int = 0) -> GreyImages:
+    """scikit-learn's 8x8 digits (values 0..16, 17 levels) as ``(N, 8, 8, 1)`` uint8."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    x = sk_digits().images.astype(np.uint8)[..., None]
+    train, val, test = _split(x, (1397, 200, 200), seed)
+    return GreyImages(
+        "digits",
+        train,
+        val,
+        test,
+        17,
+        "scikit-learn digits (1,797 8x8 grey images, 17 levels), split 1,397/200/200 (seed "
+        f"{seed}) -- an offline stand-in, NOT the thesis's MNIST/CIFAR-10/ImageNet32",
+    )
+
+
+def _read_idx(path: str) -> np.ndarray:
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _tfds(name: str, directory: str):
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        return None
+    ds = tfds.load(name, batch_size=-1, data_dir=directory)
+    splits = {k: np.asarray(tfds.as_numpy(v)["image"], np.uint8) for k, v in ds.items()}
+    test = splits.get("test", splits.get("validation"))
+    return splits["train"], test, f"TFDS {name}"
+
+
+def _load_mnist(directory):
+    train = _find(directory, "train-images-idx3-ubyte", "train-images-idx3-ubyte.gz")
+    test = _find(directory, "t10k-images-idx3-ubyte", "t10k-images-idx3-ubyte.gz")
+    if train and test:
+        return _read_idx(train)[..., None], _read_idx(test)[..., None], f"MNIST IDX files {train}"
+    return _tfds("mnist", directory)
+
+
+def _load_cifar10(directory):
+    first = _find(directory, "data_batch_1")
+    if first:
+        folder = os.path.dirname(first)
+
+        def read(name):
+            with open(os.path.join(folder, name), "rb") as f:
+                batch = pickle.load(f, encoding="bytes")
+            return batch[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+
+        train = np.concatenate([read(f"data_batch_{i}") for i in range(1, 6)])
+        return train, read("test_batch"), f"CIFAR-10 python batches in {folder}"
+    return _tfds("cifar10", directory)
+
+
+def _load_imagenet32(directory):
+    files = sorted(glob.glob(os.path.join(directory, "**", "train_data_batch_*"), recursive=True))
+    val = _find(directory, "val_data", "val_data.npz")
+    if files and val:
+
+        def read(path):
+            with open(path, "rb") as f:
+                try:
+                    batch = np.load(f, allow_pickle=True)
+                    data = batch["data"]
+                except (ValueError, OSError):
+                    f.seek(0)
+                    data = pickle.load(f)["data"]
+            return np.asarray(data, np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+
+        train = np.concatenate([read(p) for p in files])
+        return train, read(val), f"ImageNet32 batches in {os.path.dirname(files[0])}"
+    return _tfds("downsampled_imagenet/32x32", directory)
+
+
+def load_images(
+    name: str = "digits", data_dir: str | None = None, seed: int = 0, fallback: bool = True
+) -> GreyImages:
+    """Loads ``name`` (one of :data:`DATASETS`), see the module docstring.
+
+    With ``fallback`` a missing data set is replaced by the offline ``digits`` (``source`` says
+    so); without it a ``FileNotFoundError`` names the expected files.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown image data set {name!r}; choose one of {DATASETS}")
+    if name == "digits":
+        return load_digits(seed)
+    directory = data_directory(data_dir)
+    loaded = {"mnist": _load_mnist, "cifar10": _load_cifar10, "imagenet32": _load_imagenet32}[name](
+        directory
+    )
+    if loaded is None:
+        expected = {
+            "mnist": "train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz]",
+            "cifar10": "cifar-10-batches-py/data_batch_{1..5}, test_batch",
+            "imagenet32": "train_data_batch_* and val_data",
+        }[name]
+        if not fallback:
+            raise FileNotFoundError(
+                f"{name}: expected {expected} under {directory} (or tensorflow-datasets)"
+            )
+        data = load_digits(seed)
+        return GreyImages(
+            data.name,
+            data.train,
+            data.val,
+            data.test,
+            data.num_bins,
+            f"{name} not found ({expected} under {directory}); using {data.source}",
+        )
+    train, test, source = loaded
+    n_val = 5000 if name == "cifar10" else 10000
+    return GreyImages(name, train[:-n_val], train[-n_val:], test, 256, source)
+
+
+def uniform_dequantize(key, x_int, num_bins: int):
+    """``(x + u) / num_bins`` with ``u ~ U(0, 1)``: continuous data in ``[0, 1]``."""
+    x = jnp.asarray(x_int, jnp.float32)
+    return (x + jax.random.uniform(key, x.shape)) / num_bins
+
+
+def to_unit_interval(x_int, num_bins: int):
+    """Bin centres ``(x + 1/2) / num_bins`` (a deterministic dequantisation for plots)."""
+    return (np.asarray(x_int, np.float32) + 0.5) / num_bins

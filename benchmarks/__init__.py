@@ -124,11 +124,22 @@ def gbnf(**settings) -> dict[str, Any]:
     return r
 
 
+def dapper(num_topics: int = 25, max_docs: int = 0) -> dict[str, Any]:
+    """DAPPER tokens/s against gensim and scikit-learn online LDA; memory with a 4x corpus."""
+    kw = {"num_topics": int(num_topics), "max_docs": int(max_docs)}
+    return {
+        "benchmark": "dapper",
+        "speed_tokens_per_second": isolated("benchmarks.bench_dapper:dapper_speed", **kw),
+        "memory": isolated("benchmarks.bench_dapper:dapper_memory", **kw),
+    }
+
+
 BENCHMARKS = {
     "planar-vi": planar_vi,
     "realnvp": realnvp,
     "compile-time": compile_time,
     "gbnf": gbnf,
+    "dapper": dapper,
 }
 
 

@@ -87,6 +87,7 @@ _MODULES = (
     "flowjax_thesis.experiments.flows_2d",
     "flowjax_thesis.experiments.dapper",
     "flowjax_thesis.experiments.bayes_vi",
+    "flowjax_thesis.experiments.psr",
 )
 
 

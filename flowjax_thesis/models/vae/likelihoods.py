@@ -73,7 +73,7 @@ def discretized_logistic_log_prob(x, mean, log_scale, num_bins: int = 256):
     # middle bins: log(sigmoid(plus) - sigmoid(minus)) computed stably on the smaller tail
     a = jnp.where(centered > 0, -minus, plus)
     b = jnp.where(centered > 0, -plus, minus)
-    log_delta = jax.nn.log_sigmoid(a) + jnp.log(-jnp.expm1(jax.nn.log_sigmoid(b) - jax.nn.log_sigmoid(a)) + 1e-30)
-    return jnp.where(
-        x < half, log_cdf_plus, jnp.where(x > 1.0 - half, log_sf_minus, log_delta)
+    log_delta = jax.nn.log_sigmoid(a) + jnp.log(
+        -jnp.expm1(jax.nn.log_sigmoid(b) - jax.nn.log_sigmoid(a)) + 1e-30
     )
+    return jnp.where(x < half, log_cdf_plus, jnp.where(x > 1.0 - half, log_sf_minus, log_delta))

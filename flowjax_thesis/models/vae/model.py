@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import flax.linen as nn
 import jax
@@ -154,11 +155,8 @@ class VAE:
     ):
         """Per-example NLL by importance sampling (one jitted, chunked call)."""
         x = self.check_images(x)
-        enc_fn = lambda xc: self.encode(params, xc)
-        sample_fn = lambda enc, k, n: self.posterior.sample_and_log_prob(params["flow"], enc, k, n)
-        lik_fn = lambda xc, z: self.log_lik(params, xc[:, None], z)
-        return importance_nll(
-            enc_fn, sample_fn, lik_fn, x, key, num_samples, sample_chunk, data_chunk
+        return _model_importance_nll(
+            self, params, x, key, num_samples, sample_chunk, data_chunk, False
         )
 
     def evaluate(
@@ -176,14 +174,16 @@ class VAE:
         for single flows), ``nll`` (importance sampling with ``num_samples``)."""
         k_e, k_n = jax.random.split(key)
         c = getattr(self.posterior, "num_components", 1)
-        n_elbo = elbo_samples or (3 * c if c > 1 else 1)
-        neg_elbo, neg_elbo_mix = _elbo_means(self, params, x, k_e, n_elbo, data_chunk)
-        nll = self.importance_nll(params, x, k_n, num_samples, sample_chunk, data_chunk)
-        return {
-            "neg_elbo": float(neg_elbo),
-            "neg_elbo_mixture": float(neg_elbo_mix),
-            "nll": float(jnp.mean(nll)),
-        }
+        x = self.check_images(x)
+        nll, neg_elbo_mix = _model_importance_nll(
+            self, params, x, k_n, num_samples, sample_chunk, data_chunk, True
+        )
+        neg_elbo_mix = float(jnp.mean(neg_elbo_mix))
+        if c > 1:  # a mixture: the thesis's -ELBO uses each draw's own component, 3C draws
+            neg_elbo = float(_elbo_means(self, params, x, k_e, elbo_samples or 3 * c, data_chunk))
+        else:  # the same quantity as the mean IS log-weight (num_samples draws per example)
+            neg_elbo = neg_elbo_mix
+        return {"neg_elbo": neg_elbo, "neg_elbo_mixture": neg_elbo_mix, "nll": float(jnp.mean(nll))}
 
 
 def _pad_chunks(x, chunk):
@@ -204,6 +204,7 @@ def importance_nll(
     num_samples: int,
     sample_chunk: int = 100,
     data_chunk: int = 50,
+    with_elbo: bool = False,
 ):
     """``-log (1/S) sum_s exp(log p(x|z_s) + log N(z_s; 0, I) - log q(z_s|x))`` per example.
 
@@ -211,6 +212,8 @@ def importance_nll(
     d), log q (n,))`` for one example, ``log_lik(x_chunk, z (b, n, d)) -> (b, n)``. The prior is
     always :func:`log_standard_normal` (the same function the VAE trains with). ``lax.map`` over
     data chunks and sample chunks keeps memory at ``data_chunk * sample_chunk`` decoder calls.
+    With ``with_elbo`` also returns the per-example ``-mean(log w)`` (the -ELBO estimated from
+    the same ``S`` draws).
     """
     sample_chunk = max(1, min(sample_chunk, num_samples))
     n_sc = -(-num_samples // sample_chunk)
@@ -228,26 +231,38 @@ def importance_nll(
 
         w = jax.lax.map(per_sample_chunk, jax.random.split(kc, n_sc))  # (n_sc, b, sc)
         w = jnp.moveaxis(w, 0, 1).reshape(xc.shape[0], -1)[:, :num_samples]
-        return -(jax.nn.logsumexp(w, axis=1) - math.log(num_samples))
+        return -(jax.nn.logsumexp(w, axis=1) - math.log(num_samples)), -jnp.mean(w, axis=1)
 
-    nll = jax.lax.map(per_data_chunk, (xs, keys))
+    nll, neg_elbo = jax.lax.map(per_data_chunk, (xs, keys))
+    if with_elbo:
+        return nll.reshape(-1)[:n], neg_elbo.reshape(-1)[:n]
     return nll.reshape(-1)[:n]
 
 
+@partial(jax.jit, static_argnums=(0, 4, 5, 6, 7))
+def _model_importance_nll(
+    model: VAE, params, x, key, num_samples, sample_chunk, data_chunk, with_elbo
+):
+    enc_fn = lambda xc: model.encode(params, xc)
+    sample_fn = lambda enc, k, n: model.posterior.sample_and_log_prob(params["flow"], enc, k, n)
+    lik_fn = lambda xc, z: model.log_lik(params, xc[:, None], z)
+    return importance_nll(
+        enc_fn, sample_fn, lik_fn, x, key, num_samples, sample_chunk, data_chunk, with_elbo
+    )
+
+
+@partial(jax.jit, static_argnums=(0, 4, 5))
 def _elbo_means(model: VAE, params, x, key, n: int, data_chunk: int):
-    """Means over ``x`` of the thesis's -ELBO and the mixture -ELBO, chunked over the data."""
+    """Mean over ``x`` of the thesis's -ELBO of a mixture posterior, chunked over the data."""
     xs, size = _pad_chunks(jnp.asarray(x), data_chunk)
     keys = jax.random.split(key, xs.shape[0])
 
     def one(args):
         xc, kc = args
-        k1, k2 = jax.random.split(kc)
-        comp = -jnp.mean(model.log_weights(params, xc, k1, n, component_convention=True), 1)
-        mix = -jnp.mean(model.log_weights(params, xc, k2, n), 1)
-        return comp, mix
+        return -jnp.mean(model.log_weights(params, xc, kc, n, component_convention=True), 1)
 
-    comp, mix = jax.lax.map(one, (xs, keys))
-    return jnp.mean(comp.reshape(-1)[:size]), jnp.mean(mix.reshape(-1)[:size])
+    comp = jax.lax.map(one, (xs, keys))
+    return jnp.mean(comp.reshape(-1)[:size])
 
 
 def bits_per_dim(nats, num_dims: int):

@@ -26,7 +26,7 @@ amortised flow parameters, a dict of arrays with a leading ``K`` axis).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -93,7 +93,6 @@ class Amortized(Gaussian):
     num_layers: int = 16
     num_ortho: int | None = None  # Sylvester orthogonal: M columns (default min(d, 32))
     num_householder: int = 8
-    layer_kwargs: dict = field(default_factory=dict)
 
     @property
     def layer(self):
@@ -120,6 +119,8 @@ class Amortized(Gaussian):
         return {k: (self.num_layers,) + s for k, s in self._layer_shapes(latent).items()}
 
     def push(self, gparams, enc, z0):
+        if self.name.startswith("sylvester_"):
+            return self._push_sylvester(enc["amort"], z0)
         layer = self.layer
 
         def body(carry, p):
@@ -128,6 +129,45 @@ class Amortized(Gaussian):
             return (z, total + ld), None
 
         (z, ldj), _ = jax.lax.scan(body, (z0, jnp.zeros(z0.shape[:-1])), enc["amort"])
+        return z, ldj
+
+    def _push_sylvester(self, amort, z0):
+        """The Sylvester forward of :class:`flowjax_thesis.bijectors.Sylvester` (same
+        parameterisation: ``tanh`` diagonals, strictly upper-triangular rest), with the ``K``
+        orthogonal matrices of an example built in one batched call before the layer loop
+        (binding each layer per example under ``scan`` puts ``K`` sequential QR gradients on
+        the hot path, ~20x slower on CPU). Triangular flows alternate the identity and the
+        reversal permutation between layers as in van den Berg et al."""
+        d = z0.shape[-1]
+        layer = self.layer
+        k = self.num_layers
+        if self.name.endswith("orthogonal"):
+            q, r = jnp.linalg.qr(amort["q"])  # (K, d, M)
+            q = q * jnp.where(jnp.diagonal(r, axis1=-2, axis2=-1) < 0, -1.0, 1.0)[:, None, :]
+        elif self.name.endswith("householder"):
+            q = jax.vmap(lambda v: layer._q({"v": v}, d))(amort["v"])
+        else:
+            eye = jnp.eye(d)
+            q = jnp.where((jnp.arange(k) % 2 == 1)[:, None, None], eye[::-1], eye)
+        m = amort["r1"].shape[-1]
+        triu = jnp.triu(jnp.ones((m, m)), 1)
+        eye_m = jnp.eye(m)
+
+        def tri(r):
+            return r * triu + eye_m * jnp.tanh(jnp.diagonal(r, axis1=-2, axis2=-1))[..., None, :]
+
+        r1, r2 = tri(amort["r1"]), tri(amort["r2"])
+        diag = jnp.diagonal(r1, axis1=-2, axis2=-1) * jnp.diagonal(r2, axis1=-2, axis2=-1)
+
+        def body(carry, p):
+            z, total = carry
+            q_k, r1_k, r2_k, b_k, d_k = p
+            h = jnp.tanh((z @ q_k) @ r2_k.T + b_k)
+            z = z + (h @ r1_k.T) @ q_k.T
+            return (z, total + jnp.sum(jnp.log1p(d_k * (1.0 - h**2)), -1)), None
+
+        init = (z0, jnp.zeros(z0.shape[:-1]))
+        (z, ldj), _ = jax.lax.scan(body, init, (q, r1, r2, amort["b"], diag))
         return z, ldj
 
 

@@ -51,7 +51,9 @@ from flowjax_thesis.train.fit import DivergenceError, make_chunk_runner
 def make_optimizer(lr: float = 1e-3, clip_norm: float | None = 100.0):
     def build(learning_rate):
         adam = optax.adam(learning_rate)
-        return adam if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), adam)
+        return (
+            adam if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), adam)
+        )
 
     return optax.inject_hyperparams(build)(learning_rate=lr)
 
@@ -260,7 +262,10 @@ def boosted_loss(
     rec = -model.log_lik(params, x, z)
     log_p = log_standard_normal(z)
     # log G_{c-1}(z_g | x): fixed mixture, fixed base (stop_gradient on mu, var)
-    enc_fixed = {"mu": jax.lax.stop_gradient(enc["mu"]), "log_var": jax.lax.stop_gradient(enc["log_var"])}
+    enc_fixed = {
+        "mu": jax.lax.stop_gradient(enc["mu"]),
+        "log_var": jax.lax.stop_gradient(enc["log_var"]),
+    }
     log_G = jax.vmap(lambda e, zz: post.mixture_log_prob(frozen, e, zz[None], log_w_fixed)[0])(
         enc_fixed, z_g
     )
@@ -328,7 +333,9 @@ def boost_transition(
         )
         tr = optax.apply_updates(tr, updates)
         metrics = {"loss": value, "beta": beta, "shock_p": shock_p, **aux}
-        new = state.replace(params=_merge(state.params, tr), opt_state=opt_state, step=state.step + 1)
+        new = state.replace(
+            params=_merge(state.params, tr), opt_state=opt_state, step=state.step + 1
+        )
         return new, metrics
 
     return Transition(init, step)
@@ -353,9 +360,9 @@ def rho_gradient(model: VAE, params, index, num_draws: int = 1):
 
         def draws(log_w, k):
             keys = jax.random.split(k, x.shape[0])
-            return jax.vmap(
-                lambda e, kk: post.sample_components(gp, e, kk, num_draws, log_w)[0]
-            )(enc, keys)
+            return jax.vmap(lambda e, kk: post.sample_components(gp, e, kk, num_draws, log_w)[0])(
+                enc, keys
+            )
 
         def gamma(z):
             log_G = jax.vmap(lambda e, zz: post.mixture_log_prob(gp, e, zz, log_w_fixed))(enc, z)
@@ -482,13 +489,22 @@ def train_gbnf_vae(
                 )
         params = state.params
         params, rho = fit_rho(
-            model, params, c, train, jax.random.fold_in(k_rho, n_stage), rho_steps, batch_size, rho_lr
+            model,
+            params,
+            c,
+            train,
+            jax.random.fold_in(k_rho, n_stage),
+            rho_steps,
+            batch_size,
+            rho_lr,
         )
         weights = _gbnf(model).weights(params["flow"]).round(3).tolist()
         info["rho"].append(rho)
         info["stages"].append({"component": c, "phase": phase, "rho": rho, "weights": weights})
         if run is not None:
-            run.print(f"[{label}] {phase} component {c + 1}/{c_total}: rho {rho:.3f}, weights {weights}")
+            run.print(
+                f"[{label}] {phase} component {c + 1}/{c_total}: rho {rho:.3f}, weights {weights}"
+            )
     info["seconds"] = time.time() - t0
     return params, info
 

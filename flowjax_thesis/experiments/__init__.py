@@ -88,6 +88,7 @@ _MODULES = (
     "flowjax_thesis.experiments.dapper",
     "flowjax_thesis.experiments.bayes_vi",
     "flowjax_thesis.experiments.psr",
+    "flowjax_thesis.experiments.vae",
 )
 
 

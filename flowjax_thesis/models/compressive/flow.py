@@ -54,7 +54,7 @@ class CompressiveFlow:
                 raise TypeError(f"stages must be Layers or CompressiveSteps, got {s!r}")
         object.__setattr__(self, "stages", stages)
         object.__setattr__(self, "event_shape", tuple(int(s) for s in self.event_shape))
-        self.shapes  # validates the shapes through every stage
+        _ = self.shapes  # validates the shapes through every stage
 
     @property
     def shapes(self) -> list[tuple[int, ...]]:

@@ -207,9 +207,9 @@ class ImageModel:
     def _check(self, x_int):
         x_int = jnp.asarray(x_int)
         if x_int.ndim != 4 or tuple(x_int.shape[1:]) != self.flow.event_shape:
+            shape = ", ".join(map(str, self.flow.event_shape))
             raise ValueError(
-                f"expected integer images of shape (N, {', '.join(map(str, self.flow.event_shape))})"
-                f", got {tuple(x_int.shape)}"
+                f"expected integer images of shape (N, {shape}), got {tuple(x_int.shape)}"
             )
         return x_int.astype(jnp.float32)
 
@@ -229,6 +229,7 @@ class ImageModel:
 
     def log_prob_bound(self, params, x_int, key, train: bool = False, num_samples: int = 1):
         """Per image: ``log p(y) - log q(u | x)`` (one dequantisation draw; see module doc)."""
+        self._check(x_int)
         k1, k2 = jax.random.split(key)
         y, log_q = self.dequantize(params, x_int, k1)
         if train:

@@ -89,6 +89,7 @@ _MODULES = (
     "flowjax_thesis.experiments.bayes_vi",
     "flowjax_thesis.experiments.psr",
     "flowjax_thesis.experiments.vae",
+    "flowjax_thesis.experiments.compressive",
 )
 
 

@@ -314,6 +314,7 @@ def test_vae_trains_and_nll_below_elbo(digits):
     assert res["nll"] < one  # more samples, tighter estimate
 
 
+@pytest.mark.slow  # ~1 min idle (3 min on a loaded 2-core machine); run with -m slow
 def test_gbnf_vae_schedule_small(digits):
     model = VAE(
         digits.image_shape,
@@ -343,6 +344,7 @@ def test_gbnf_vae_schedule_small(digits):
 # -- notebook --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # ~1.5 min idle (4 min on a loaded 2-core machine); run with -m slow
 def test_notebook_03_runs(monkeypatch, tmp_path):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")

@@ -134,8 +134,8 @@ def run_student_teacher_density(name: str, cfg: dict, key, run=None) -> dict:
     model = VectorPSR(
         2, 1, num_steps=cfg["flow_steps"], hidden=tuple(cfg["hidden"]), features=cfg["features"]
     )
-    params = model.init(k_psr)
-    params = model.data_init(params, y_train[:1024], x_train[:1024])
+    params = jax.jit(model.init)(k_psr)
+    params = jax.jit(model.data_init)(params, y_train[:1024], x_train[:1024])
     loss = lambda p, batch, key: -jnp.mean(model.log_prob(p, batch[0], batch[1]))
     params, history = train_params(
         loss,
@@ -530,9 +530,11 @@ def _train_image_psr(model, data, cfg, key, run, label):
     k_init, k_fit, k_dq = jax.random.split(key, 3)
     s = model.scale
     y_tr, x_tr = data.train, data.train[:, ::s, ::s, :]
-    params = model.init(k_init)
+    params = jax.jit(model.init)(k_init)
     n = min(len(y_tr), 512)
-    params = model.data_init(params, model.dequantize(k_dq, y_tr[:n]), model.to_unit(x_tr[:n]))
+    params = jax.jit(model.data_init)(
+        params, model.dequantize(k_dq, y_tr[:n]), model.to_unit(x_tr[:n])
+    )
     loss = lambda p, batch, k: model.loss(p, batch[0], batch[1], k)
     t0 = time.time()
     params, history = train_params(
@@ -559,10 +561,10 @@ def _train_image_psr(model, data, cfg, key, run, label):
     smoke=dict(
         dataset="digits",
         scales=[2],
-        steps=60,
+        steps=30,
         batch_size=64,
         lr=2e-3,
-        num_levels=2,
+        num_levels=1,
         steps_per_scale=1,
         conv_width=16,
         features=8,
@@ -573,7 +575,7 @@ def _train_image_psr(model, data, cfg, key, run, label):
         diversity_samples=2,
         dequant_draws=1,
         max_test=100,
-        joint_steps=40,
+        joint_steps=0,
         ridge=1e-5,
         seed=0,
     ),
@@ -666,7 +668,11 @@ def psr_images(cfg: dict, run) -> dict:
             )
         )
         _image_figures(model, params, ev, cfg, run, s)
-    joint = _joint_psr(cfg, data, hr_shape, jax.random.fold_in(key, 99), run)
+    if cfg["joint_steps"] > 0:
+        joint = _joint_psr(cfg, data, hr_shape, jax.random.fold_in(key, 99), run)
+    else:
+        joint = None
+        run.print("joint PSR skipped (joint_steps=0)")
 
     checks = {}
     for sc_name, res in per_scale.items():
@@ -732,10 +738,10 @@ def _image_figures(model, params, ev, cfg, run, s):
     k = jax.random.PRNGKey(cfg["seed"] + 7)
     direction = jax.random.normal(k, (min(4, n),) + model.hr_shape)
     xs = jnp.asarray(x[: len(direction)])
-    rows = [
-        np.asarray(model.sample_from_latent(params, direction * t, xs)) for t in ts
-    ]  # (T, n, ...)
-    rows = np.transpose(np.stack(rows), (1, 0, 2, 3, 4))
+    flat = jnp.concatenate([direction * t for t in ts])  # (T * n, ...), t slowest
+    xs_all = jnp.concatenate([xs] * len(ts))
+    out = np.asarray(jax.jit(model.sample_from_latent)(params, flat, xs_all))
+    rows = np.transpose(out.reshape((len(ts), len(xs)) + out.shape[1:]), (1, 0, 2, 3, 4))
     fig = _image_grid(
         rows,
         [f"LR #{i + 1}" for i in range(len(rows))],
@@ -752,10 +758,12 @@ def _joint_psr(cfg, data, hr_shape, key, run) -> dict:
     joint = JointPSR(cond, ridge=cfg["ridge"], prior_steps=cfg["steps_per_scale"])
     k_init, k_fit, k_dq, k_eval = jax.random.split(key, 4)
     y_tr, x_tr = data.train, data.train[:, ::s, ::s, :]
-    params = joint.init(k_init)
+    params = jax.jit(joint.init)(k_init)
     n = min(len(y_tr), 512)
     k1, k2 = jax.random.split(k_dq)
-    params = joint.data_init(params, cond.dequantize(k1, y_tr[:n]), cond.dequantize(k2, x_tr[:n]))
+    params = jax.jit(joint.data_init)(
+        params, cond.dequantize(k1, y_tr[:n]), cond.dequantize(k2, x_tr[:n])
+    )
     loss = lambda p, batch, k: joint.loss(p, batch[0], batch[1], k)
     t0 = time.time()
     params, history = train_params(
@@ -799,12 +807,10 @@ def _joint_psr(cfg, data, hr_shape, key, run) -> dict:
     ke, kz = jax.random.split(jax.random.PRNGKey(cfg["seed"] + 28))
     eps = jax.random.normal(ke, joint.prior_base_shape)
     z = jax.random.normal(kz, hr_shape)
-    grid_rows = []
-    for tc in temps:
-        e = jnp.stack([eps * tp for tp in temps])
-        zz = jnp.stack([z * tc] * len(temps))
-        _, y = joint.sample_from_latents(params, e, zz)
-        grid_rows.append(np.asarray(y))
+    e = jnp.stack([eps * tp for _ in temps for tp in temps])  # rows: conditional temperature
+    zz = jnp.stack([z * tc for tc in temps for _ in temps])
+    _, y = jax.jit(joint.sample_from_latents)(params, e, zz)
+    grid_rows = list(np.asarray(y).reshape((len(temps), len(temps)) + tuple(hr_shape)))
     fig = _image_grid(
         grid_rows,
         [f"cond tau={t:g}" for t in temps],
@@ -813,7 +819,7 @@ def _joint_psr(cfg, data, hr_shape, key, run) -> dict:
     )
     run.save_figure(fig, "joint_psr_temperatures")
     k_s = jax.random.PRNGKey(cfg["seed"] + 29)
-    xs, ys = joint.sample(params, k_s, 8, prior_temperature=0.8, temperature=0.8)
+    xs, ys = jax.jit(lambda p, k: joint.sample(p, k, 8, 0.8, 0.8))(params, k_s)
     fig = _image_grid(
         [upsample_nearest(np.asarray(xs), s), np.asarray(ys)],
         ["prior x ~ p(x)", "y ~ p(y|x)"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -95,18 +96,24 @@ def test_samples_agree_with_log_prob(additive):
     x, log_q = jax.jit(lambda p, k: gbnf.sample_and_log_prob(p, k, 40000))(
         params, jax.random.PRNGKey(5)
     )
-    pts, area = grid_2d(9.0, 300)
+    lim = 9.0
+    pts, area = grid_2d(lim, 300)
     dens = np.exp(np.asarray(gbnf.log_prob(params, pts), np.float64)) * area
-    dens /= dens.sum()
+    mass = dens.sum()
+    dens /= mass
     pts = np.asarray(pts, np.float64)
     mean_grid = dens @ pts
     second_grid = dens @ pts**2
     x = np.asarray(x, np.float64)
+    # compare on the grid's square: 1-step components can have thin far tails that the grid
+    # does not see, and their share must match the samples' share outside the square
+    inside = np.all(np.abs(x) < lim, axis=1)
+    assert abs(inside.mean() - mass) < 0.005
+    np.testing.assert_allclose(log_q, gbnf.log_prob(params, x), atol=1e-4)
+    x = x[inside]
     se = np.sqrt(second_grid / len(x))
     assert np.all(np.abs(x.mean(0) - mean_grid) < 5 * se)
     assert np.allclose((x**2).mean(0), second_grid, rtol=0.05)
-    # the reported log q is the mixture density at the sample
-    assert np.allclose(log_q, gbnf.log_prob(params, x), atol=1e-4)
 
 
 def test_component_choice_follows_weights():
@@ -267,4 +274,51 @@ def test_8gaussians_boosting_beats_single_component(seed):
     )
     first = gbnf.set_weights(params, [1.0] + [0.0] * 7)
     nll = lambda p: -float(jnp.mean(gbnf.log_prob(p, test)))
-    assert nll(params) < nll(first) - 0.2
+    print(f"seed {seed}: test NLL first {nll(first):.3f}, C=8 {nll(params):.3f}")
+    # measured (boosted objective, 2000 steps/component): gains of ~0.9-1.3 nats
+    assert nll(params) < nll(first) - 0.5
+    # later components are used: no single boosted component's weight collapsed to ~0 for all
+    assert np.sum(gbnf.weights(params)[2:] > 0.02) >= 3
+
+
+def test_scan_component_map_matches_vmap():
+    """``component_map="scan"`` (lax.map over components for log_prob; each draw pushed through
+    its own component only, in sorted chunks, for sampling) gives the same numbers as vmap."""
+    flow = component_flow("realnvp", 2, 2, (8,))
+    gv = GBNF(flow, 5, alternate=True)
+    gs = GBNF(flow, 5, alternate=True, component_map="scan", sample_chunk=16)
+    params = gv.init(jax.random.PRNGKey(0))
+    for i, rho in enumerate([1.0, 0.5, 0.3, 0.05, 0.2]):
+        params = gv.set_component_weight(params, i, rho)
+    x = jax.random.normal(jax.random.PRNGKey(1), (300, 2))
+    np.testing.assert_allclose(gv.log_prob(params, x), gs.log_prob(params, x), atol=1e-5)
+    key = jax.random.PRNGKey(2)
+    for n in (5, 200):  # fewer rows than a chunk; ragged runs over many chunks
+        xv, lv = jax.jit(lambda p, k, n=n: gv.sample_and_log_prob(p, k, n))(params, key)
+        xs, ls = jax.jit(lambda p, k, n=n: gs.sample_and_log_prob(p, k, n))(params, key)
+        np.testing.assert_allclose(xv, xs, atol=1e-5)
+        np.testing.assert_allclose(lv, ls, atol=1e-4)
+    with pytest.raises(ValueError, match="component_map"):
+        GBNF(flow, 2, component_map="pmap")
+
+
+def test_notebook_02_gbnf_runs(monkeypatch, tmp_path):
+    """The notebook boosts a flow at small size (sizes from the environment)."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    for key, value in {
+        "NOTEBOOK_STEPS": "60",
+        "NOTEBOOK_COMPONENTS": "3",
+        "NOTEBOOK_N": "2000",
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "02_gbnf.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()
+    out = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert "test NLL: first component" in out and "GBNF C=3" in out
+    assert "integrates to 1 on the grid: True" in out and "C=4: rho" in out

@@ -224,27 +224,31 @@ def gbnf_density_matching(cfg: dict, run) -> dict:
         depths=[1, 2],
         components=[2, 4],
         family="realnvp",
+        reweight="boosted",
+        finetune_passes=0,
         hidden=[64],
-        steps=200,
+        steps=150,
         batch_size=512,
         lr=1e-3,
         n_train=5000,
         n_val=1000,
-        n_test=5000,
-        grid_n=120,
+        n_test=3000,
+        grid_n=80,
         seed=0,
     ),
     cpu=dict(
         datasets=["8gaussians", "pinwheel", "checkerboard", "2spirals"],
-        depths=[1, 2, 4, 8],
+        depths=[1, 8],
         components=[4, 8],
         family="realnvp",
+        reweight="boosted",
+        finetune_passes=0,
         hidden=[64],
-        steps=2000,
+        steps=1500,
         batch_size=512,
         lr=1e-3,
-        n_train=30000,
-        n_val=5000,
+        n_train=20000,
+        n_val=2000,
         n_test=20000,
         grid_n=200,
         seed=0,
@@ -254,6 +258,8 @@ def gbnf_density_matching(cfg: dict, run) -> dict:
         depths=[1, 2, 4, 8],
         components=[4, 8],
         family="realnvp",
+        reweight="boosted",
+        finetune_passes=0,
         hidden=[64],
         steps=10000,
         batch_size=512,
@@ -270,8 +276,12 @@ def gbnf_toy_density(cfg: dict, run) -> dict:
         "data: generated toy samplers (FFJORD definitions), "
         f"{cfg['n_train']} train / {cfg['n_val']} val / {cfg['n_test']} test points each; "
         f"components: {cfg['family']} with alternating coupling parity across components "
-        "(the original code's flip_init); additive boosting, resampling by softmax(-log G) "
-        "clipped as the original; rho by line search on the validation NLL"
+        "(the original code's flip_init); additive boosting; new components trained with "
+        f"reweight={cfg['reweight']!r} ('boosted' = the mixture NLL (4.6) as a function of the "
+        "new component, i.e. likelihood weighted by the functional gradient 1/G normalised by "
+        "the current mixture; 'resample' = the original code's clipped 1/G resampling, eq. "
+        f"4.13); {cfg['finetune_passes']} fine-tuning passes; rho by line search on the "
+        "validation NLL"
     )
     key = jax.random.PRNGKey(cfg["seed"])
     c_max = max(cfg["components"])
@@ -297,6 +307,8 @@ def gbnf_toy_density(cfg: dict, run) -> dict:
                 batch_size=cfg["batch_size"],
                 optimizer=optax.adam(cfg["lr"]),
                 val_data=val,
+                reweight=cfg["reweight"],
+                finetune_passes=cfg["finetune_passes"],
                 run=run,
                 label=f"{name}-K{depth}",
             )

@@ -27,16 +27,24 @@ are approximate while its ``log_prob`` is exact up to the ``Gamma`` estimate.
 Training (section 4.3, Algorithm 1, appendix B):
 
 - density estimation (:func:`fit_density`): component 1 is a plain maximum-likelihood flow; each
-  further component ``g_c`` maximises the likelihood of data re-weighted by ``1 / G_{c-1}(x)``
-  (eqs. 4.8, 4.13). ``reweight="resample"`` draws each minibatch again with replacement with
-  probabilities ``softmax(-log G_{c-1}(x))`` over the minibatch, clipped and renormalised as the
-  original code does (when the largest probability exceeds ``clip[1] = 0.1`` all of them are
-  clipped to ``[clip[0], clip[1]] = [0.01, 0.1]`` and renormalised); ``reweight="importance"``
-  instead weights the minibatch log-likelihoods by the same (clipped) probabilities. Then the
-  weight ``rho_c`` is fitted on held-out data by line search on the mixture NLL (convex in
-  ``rho`` for the additive model) or by SGD on ``rho`` with a decaying step and clipping to
-  [0, 1] as in Algorithm 1. Optional fine-tuning passes retrain each component against the
-  mixture of all the others and refit its weight.
+  further component ``g_c`` is fitted to the functional gradient ``1/G_{c-1}`` of the mixture NLL
+  (eqs. 4.6-4.8). ``reweight="boosted"`` (default) minimises the mixture NLL (4.6) itself as a
+  function of the new component, ``-mean log((1 - rho) G_{c-1}(x) + rho g(x))`` with ``rho`` the
+  component's entry weight ``1/c`` (or, when fine-tuning, its current weight): its gradient is
+  the likelihood gradient weighted by ``rho g(x) / G_c(x)``, i.e. the ``1/G_{c-1}`` weights of
+  (4.8) self-normalised by the current mixture, which keeps them bounded and lets the new
+  component specialise on the data the others explain badly. ``reweight="resample"`` is the
+  original code's surrogate (4.13): each minibatch drawn again with replacement with
+  probabilities ``softmax(-log G_{c-1}(x))``, clipped and renormalised as the original does
+  (when the largest exceeds ``clip[1] = 0.1`` all are clipped to ``[0.01, 0.1]``; ``clip=None``
+  keeps the raw ``1/G`` weights); ``reweight="importance"`` weights the minibatch
+  log-likelihoods by the same probabilities. (With a mode-covering first component ``1/G`` is
+  nearly flat on the data, so the surrogate re-learns the first component and later ``rho`` go
+  to 0; see ``notes/issue3.md`` for the measurements.) Then the weight ``rho_c`` is fitted on
+  held-out data by line search on the mixture NLL (convex in ``rho`` for the additive model) or
+  by SGD on ``rho`` with a decaying step and clipping to [0, 1] as in Algorithm 1. Optional
+  fine-tuning passes retrain each component against the mixture of all the others (with the
+  boosted objective: coordinate descent on the mixture NLL) and refit its weight.
 - variational inference (:func:`fit_vi`): the new component minimises (eq. 4.20/4.21)
   ``E_g[max(log G_{c-1}(z), floor) - log p~(z) + lambda log g(z)]``; ``log G_{c-1}`` is clamped
   from below at ``floor = -10`` exactly as the original code's ``G_MAX_LOSS`` does (it caps the
@@ -56,6 +64,7 @@ params (its gradient is scattered back into row ``c`` only), everything else goe
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -74,7 +83,8 @@ from flowjax_thesis.train.fit import DivergenceError, make_chunk_runner
 from flowjax_thesis.train.transition import Transition
 
 BOOSTING = ("additive", "multiplicative")
-REWEIGHT = ("resample", "importance", "none")
+COMPONENT_MAPS = ("vmap", "scan")
+REWEIGHT = ("boosted", "resample", "importance", "none")
 RHO_METHODS = ("line_search", "sgd")
 _TINY = 1e-30
 
@@ -165,12 +175,24 @@ def _logmeanexp(a, axis=None):
 
 @dataclass(frozen=True)
 class GBNF:
-    """``num_components`` copies of the component ``flow`` combined by ``boosting``."""
+    """``num_components`` copies of the component ``flow`` combined by ``boosting``.
+
+    ``component_map`` says how the stacked components are evaluated inside one jitted call:
+    ``"vmap"`` (default) batches them with ``vmap``; sampling then pushes the whole batch
+    through every component and keeps the chosen rows. ``"scan"`` runs a ``lax.map`` (a scan)
+    over components for densities, and for sampling sorts the draws by component and pushes
+    each chunk of ``sample_chunk`` rows through its own component only (about ``n + C *
+    sample_chunk`` rows of work instead of ``C * n``). On CPU the scan is the faster of the two
+    (``benchmarks/bench_gbnf.py``; vmap's C-fold wider intermediates hurt the cache); vmap
+    stays the default for accelerators and for callers that vmap the model themselves.
+    """
 
     flow: Flow
     num_components: int
     boosting: str = "additive"
     alternate: bool = False
+    component_map: str = "vmap"
+    sample_chunk: int = 128
 
     def __post_init__(self):
         if not isinstance(self.flow, Flow):
@@ -181,6 +203,12 @@ class GBNF:
             raise ValueError(
                 f"a GBNF needs at least one component (C >= 1), got C={self.num_components}"
             )
+        if self.component_map not in COMPONENT_MAPS:
+            raise ValueError(
+                f"component_map must be one of {COMPONENT_MAPS}, got {self.component_map!r}"
+            )
+        if self.sample_chunk < 1:
+            raise ValueError(f"sample_chunk must be >= 1, got {self.sample_chunk}")
         if self.boosting not in BOOSTING:
             raise ValueError(f"boosting must be one of {BOOSTING}, got {self.boosting!r}")
         if self.alternate and len(self.flow.event_shape) != 1:
@@ -232,7 +260,7 @@ class GBNF:
         """Adds ``extra`` untrained components (to boost further after training is done)."""
         if extra < 1:
             raise ValueError(f"extra must be >= 1, got {extra}")
-        bigger = GBNF(self.flow, self.num_components + extra, self.boosting, self.alternate)
+        bigger = dataclasses.replace(self, num_components=self.num_components + extra)
         new = jax.vmap(self.flow.init)(jax.random.split(key, extra))
         cat = lambda a, b: jnp.concatenate([a, b], 0)
         out = {
@@ -329,9 +357,10 @@ class GBNF:
     def component_log_probs(self, params, x, context=None):
         """``log g_j(x)`` of every component: shape ``(C,) + batch``."""
         idx = jnp.arange(self.num_components)
-        return jax.vmap(lambda p, i: self.component_log_prob(p, i, x, context))(
-            params["components"], idx
-        )
+        one = lambda p, i: self.component_log_prob(p, i, x, context)
+        if self.component_map == "scan":  # one component at a time (lax.map = a scan)
+            return jax.lax.map(lambda a: one(*a), (params["components"], idx))
+        return jax.vmap(one)(params["components"], idx)
 
     def _combine(self, params, lp, mask, has):
         """Log-density of the (unnormalised, for multiplicative) model over components ``mask``."""
@@ -373,10 +402,46 @@ class GBNF:
         idx = jax.random.categorical(k_c, log_w, shape=(n,))
         z = self.flow.base_distribution().sample(seed=k_z, sample_shape=(n,))
         ctx = self.flow._sample_context(context, n)
+        if self.component_map == "scan":
+            return self._push_sorted(params, idx, z, ctx), idx
         xs = jax.vmap(lambda p, i: self._flip(i, self.flow.bijector(p, ctx).forward(z)))(
             params["components"], jnp.arange(self.num_components)
         )
         return xs[idx, jnp.arange(n)], idx
+
+    def _push_sorted(self, params, idx, z, ctx):
+        """Pushes each base draw through its own component only, with static shapes: the draws
+        are sorted by component and cut into chunks of ``b = sample_chunk`` rows that each
+        belong to one component (each component's run padded to a multiple of ``b``), and a
+        scan over the ``ceil(n / b) + C`` chunk slots pushes one chunk through one component
+        (read by dynamic index). Work: ``<= n + C b`` rows instead of ``C n``."""
+        n, C = idx.shape[0], self.num_components
+        b = min(self.sample_chunk, n)
+        slots = -(-n // b) + C
+        order = jnp.argsort(idx)
+        counts = jnp.bincount(idx, length=C)
+        row_start = jnp.cumsum(counts) - counts  # first sorted row of each component
+        chunks = -(-counts // b)
+        chunk_end = jnp.cumsum(chunks)
+        comp = jnp.searchsorted(chunk_end, jnp.arange(slots), side="right")  # C = unused slot
+        comp_c = jnp.minimum(comp, C - 1)
+        pos = jnp.arange(slots) - (chunk_end - chunks)[comp_c]
+        offs = pos[:, None] * b + jnp.arange(b)[None]  # (slots, b) row within the component
+        valid = (comp[:, None] < C) & (offs < counts[comp_c][:, None])
+        rows = jnp.where(valid, row_start[comp_c][:, None] + offs, 0)
+        src = order[rows]  # original index of each (slot, row)
+
+        def push(a):
+            j, r = a
+            c = None if ctx is None else ctx[r]
+            x = self.flow.bijector(_take(params["components"], j), c).forward(z[r])
+            return self._flip(j, x)
+
+        xs = jax.lax.map(push, (comp_c, src))  # (slots, b) + event
+        dump = jnp.where(valid, src, n)  # invalid rows go to a dropped extra row
+        out = jnp.zeros((n + 1,) + z.shape[1:], xs.dtype)
+        out = out.at[dump.reshape(-1)].set(xs.reshape((-1,) + xs.shape[2:]))
+        return out[:n]
 
     def _proposal_log_weights(self, params):
         mask = params["active"]
@@ -494,8 +559,30 @@ def resampling_log_probs(log_G, has, clip: tuple[float, float] | None = (0.01, 0
     return jnp.log(w)
 
 
-def density_loss(gbnf: GBNF, reweight: str = "resample", clip=(0.01, 0.1)) -> Callable:
-    """The boosted maximum-likelihood loss of one component (eqs. 4.8/4.13 in practice)."""
+def training_weight(gbnf: GBNF, params, index):
+    """The weight the trained component ``index`` has in the mixture it is trained against:
+    its current mixture weight when it is already active (fine-tuning: coordinate descent on
+    the mixture NLL), else ``1 / (number of active others + 1)`` (a new component enters as an
+    equal member; the Frank-Wolfe step ``rho`` is refitted afterwards)."""
+    mask, _ = gbnf._others(params, index)
+    n_others = jnp.sum(mask)
+    lw = jnp.where(params["active"], params["log_weights"], -1e30)
+    w_now = jnp.exp(lw[index] - jax.nn.logsumexp(lw))
+    rho = jnp.where(params["active"][index], w_now, 1.0 / (n_others + 1.0))
+    return jnp.clip(rho, 1e-3, 1.0 - 1e-3)
+
+
+def density_loss(gbnf: GBNF, reweight: str = "boosted", clip=(0.01, 0.1)) -> Callable:
+    """The loss of one boosted component (section 4.3).
+
+    ``"boosted"`` (default): the mixture NLL (4.6) as a function of the new component,
+    ``-mean log((1 - rho) G_{c-1}(x) + rho g(x))`` with ``rho`` from :func:`training_weight`.
+    Its gradient is ``-mean[rho g / G_c * grad log g]``: the functional gradient ``1/G_{c-1}``
+    of (4.7)-(4.8) weighting the likelihood, with the weights ``g / ((1-rho) G + rho g)``
+    bounded by ``1/rho`` and normalised by the current mixture (as ``rho -> 0`` it is exactly
+    the gradient of (4.8), ``mean g(x)/G_{c-1}(x)``). ``"resample"``/``"importance"``: maximum
+    likelihood on data re-weighted by ``1/G_{c-1}`` (eq. 4.13, Grover & Ermon), as the original
+    code does; ``"none"``: plain maximum likelihood (ablation)."""
     if reweight not in REWEIGHT:
         raise ValueError(f"reweight must be one of {REWEIGHT}, got {reweight!r}")
 
@@ -503,6 +590,15 @@ def density_loss(gbnf: GBNF, reweight: str = "resample", clip=(0.01, 0.1)) -> Ca
         x, ctx = batch
         log_G, has = gbnf.log_prob_excluding(frozen, index, x, ctx)
         log_w = resampling_log_probs(log_G, has, clip)
+        if reweight == "boosted":
+            log_g = gbnf.component_log_prob(p_i, index, x, ctx)
+            rho = training_weight(gbnf, frozen, index)
+            mix = jnp.logaddexp(jnp.log1p(-rho) + log_G, jnp.log(rho) + log_g)
+            value = -jnp.mean(jnp.where(has, mix, log_g))
+            # the implied per-point weights rho g / G_c (self-normalised 1/G weighting)
+            resp = jax.lax.stop_gradient(jnp.exp(jnp.log(rho) + log_g - mix))
+            aux = {"G_nll": -jnp.mean(log_G), "ess": jnp.sum(resp) ** 2 / jnp.sum(resp**2)}
+            return value, aux
         if reweight == "resample":
             idx = jax.random.categorical(key, log_w, shape=(x.shape[0],))
             xr = x[idx]
@@ -750,7 +846,7 @@ def fit_density(
     context=None,
     val_data=None,
     val_context=None,
-    reweight: str = "resample",
+    reweight: str | None = None,
     clip: tuple[float, float] | None = (0.01, 0.1),
     rho_method: str = "line_search",
     rho_init: float | None = None,
@@ -765,13 +861,22 @@ def fit_density(
     """Boosted density estimation (section 4.3): trains the untrained components in order.
 
     Starts from ``params`` (or a fresh init) and trains every component that is not active yet,
-    so calling it again after :meth:`GBNF.grow` adds components and continues. Each stage runs
+    so calling it again after :meth:`GBNF.grow` adds components and continues. ``reweight``
+    (see :func:`density_loss`) defaults to ``"boosted"`` for additive and ``"resample"`` (eq.
+    4.13) for multiplicative boosting. Each stage runs
     ``steps`` Adam steps (``optax.adam(1e-3)`` unless ``optimizer``); then ``rho`` is fitted on
     ``val_data`` (if None, the last 10% of ``data`` is held out). Returns ``(params, info)`` with
     per-stage records (``rho_init``, ``rho``, held-out NLL before and after fitting rho).
     """
+    if reweight is None:
+        reweight = "boosted" if gbnf.boosting == "additive" else "resample"
     if reweight not in REWEIGHT:
         raise ValueError(f"reweight must be one of {REWEIGHT}, got {reweight!r}")
+    if reweight == "boosted" and gbnf.boosting == "multiplicative":
+        raise ValueError(
+            "reweight='boosted' is the additive mixture objective (4.6); multiplicative boosting "
+            "trains new components on the re-weighted data of eq. 4.13 ('resample'/'importance')"
+        )
     if rho_method not in RHO_METHODS:
         raise ValueError(f"rho_method must be one of {RHO_METHODS}, got {rho_method!r}")
     if rho_method == "sgd" and gbnf.boosting == "multiplicative":

@@ -438,21 +438,9 @@ def test_notebook_runs(monkeypatch, tmp_path):
 @pytest.mark.slow
 def test_graceful_degradation_at_half_compression():
     """50% compression of the digits: VAE within 10% bits/dim of the bijective flow; VAE < PPCA."""
-    from flowjax_thesis.experiments.compressive import train_and_evaluate
+    from flowjax_thesis.experiments.compressive import BASE_CPU, train_and_evaluate
 
-    cfg = dict(
-        steps=3000,
-        batch_size=32,
-        lr=1e-3,
-        steps_per_level=2,
-        levels=2,
-        width=32,
-        vae_hidden=[512, 256],
-        anneal_steps=1000,
-        eval_samples=1,
-        seed=0,
-        dequantization="uniform",
-    )
+    cfg = BASE_CPU | dict(steps=2000, eval_samples=16)
     data = load_images("digits")
     none = train_and_evaluate(data, "none", None, cfg)["test_bpd"]
     vae = train_and_evaluate(data, "vae", 32, cfg)["test_bpd"]

@@ -89,7 +89,7 @@ class Upsampler(nn.Module):
 
 
 def _glow_steps(n: int, mask: str, conv_width: int, cond_hidden, scale_bound: float):
-    """``n`` Glow-style steps: (cond.) ActNorm -> (cond.) 1x1 conv -> two (cond.) affine
+    """A chain of ``n`` Glow-style steps: (cond.) ActNorm -> (cond.) 1x1 conv -> two (cond.) affine
     couplings of opposite parity (the thesis's coupling + TupleFlip)."""
     step = Chain(
         (
@@ -105,7 +105,10 @@ def _glow_steps(n: int, mask: str, conv_width: int, cond_hidden, scale_bound: fl
             ),
         )
     )  # fmt: skip
-    return Repeat(step, n)
+    # A Chain of n copies rather than ``Repeat``: with convolutional conditioners a lax.scan over
+    # the steps is 10-25x slower per training step on XLA:CPU (measured: 0.28 s vs 0.011 s for one
+    # step at batch 64), and these flows are shallow enough that compile time does not matter.
+    return Chain((step,) * n)
 
 
 def _check_batch(y, x, y_shape, x_shape, what_y="y", what_x="x"):

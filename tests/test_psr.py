@@ -222,6 +222,7 @@ def test_image_psr_training_lowers_loss():
         steps=60,
         batch_size=64,
         lr=3e-3,
+        scan=False,
     )
     after = float(model.loss(params, y_int, x_int, key))
     assert np.isfinite(after) and after < before - 5.0

@@ -47,25 +47,51 @@ from flowjax_thesis.train import fit, gradient_transition
 # ---------------------------------------------------------------------------------------------
 
 
-def train_params(loss_fn, params, data, *, key, steps, batch_size, lr, warmup=0, clip=None):
-    """Adam (linear warm-up, cosine decay) on ``loss_fn(params, batch, key)`` with the
-    foundation's ``fit``. Returns ``(params, history)``."""
+def train_params(
+    loss_fn, params, data, *, key, steps, batch_size, lr, warmup=0, clip=None, scan=True
+):
+    """Adam (linear warm-up, cosine decay) on ``loss_fn(params, batch, key)``. Returns
+    ``(params, history)``.
+
+    ``scan=True`` uses the foundation's ``fit`` (chunks of steps under ``lax.scan``). For models
+    with convolutional conditioners use ``scan=False``: a host loop over one jitted step. On
+    XLA:CPU a convolution inside a ``lax.scan`` body runs about 11x slower than the same step
+    jitted on its own (measured here: 0.37 s vs 0.033 s per step of the image PSR flow)."""
     schedule = optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup, 1), max(steps, 2), lr / 20)
     opt = optax.adam(schedule)
     if clip:
         opt = optax.chain(optax.clip_by_global_norm(clip), opt)
     transition = gradient_transition(loss_fn, opt)
-    result = fit(
-        transition,
-        transition.init(params),
-        data,
-        key=key,
-        steps=steps,
-        batch_size=batch_size,
-        chunk_size=min(steps, 250),
-        progress=False,
-    )
-    return result.state.params, result.history
+    if scan:
+        result = fit(
+            transition,
+            transition.init(params),
+            data,
+            key=key,
+            steps=steps,
+            batch_size=batch_size,
+            chunk_size=min(steps, 250),
+            progress=False,
+        )
+        return result.state.params, result.history
+    step = jax.jit(transition.step)
+    state = transition.init(params)
+    leaves = jax.tree.leaves(data)
+    n = len(leaves[0])
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+    history, losses, every = [], [], max(min(steps // 20, 250), 1)
+    for s in range(steps):
+        idx = rng.integers(0, n, size=min(batch_size, n))
+        batch = jax.tree.map(lambda a, idx=idx: a[idx], data)
+        state, metrics = step(state, batch, jax.random.fold_in(key, s))
+        losses.append(metrics["loss"])
+        if (s + 1) % every == 0 or s + 1 == steps:
+            loss = float(np.mean(np.asarray(jnp.stack(losses))))
+            if not np.isfinite(loss):
+                raise FloatingPointError(f"non-finite training loss at step {s + 1}")
+            history.append({"step": s + 1, "loss": loss})
+            losses = []
+    return state.params, history
 
 
 # ---------------------------------------------------------------------------------------------
@@ -547,6 +573,7 @@ def _train_image_psr(model, data, cfg, key, run, label):
         lr=cfg["lr"],
         warmup=cfg["steps"] // 20,
         clip=50.0,
+        scan=False,
     )
     for rec in history:
         run.log_metrics(rec["step"], model=label, loss=rec.get("loss"))
@@ -776,6 +803,7 @@ def _joint_psr(cfg, data, hr_shape, key, run) -> dict:
         lr=cfg["lr"],
         warmup=cfg["joint_steps"] // 20,
         clip=50.0,
+        scan=False,
     )
     for rec in history:
         run.log_metrics(rec["step"], model="joint-psr", loss=rec.get("loss"))

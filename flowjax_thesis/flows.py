@@ -94,7 +94,8 @@ class Flow:
         """``n`` samples (or one if ``n`` is None) and their log-density under the flow.
 
         At ``temperature`` T the base is N(0, T^2 I) and the log-density is that of the tempered
-        flow. A context without batch dims is shared by all samples; otherwise its leading dim
+        flow (at T = 0 the samples are the flow's image of the origin and the log-density is
+        not finite). A context without batch dims is shared by all samples; otherwise its leading dim
         must be ``n``.
         """
         context = self._sample_context(context, n)

@@ -176,3 +176,11 @@ def test_scalar_inverses_property(raw, point, name):
     z2, ild = bij.inverse_and_log_det(x)
     np.testing.assert_allclose(z2, z, atol=2e-4 * (1 + float(jnp.abs(z).max())))
     np.testing.assert_allclose(ild, -ld, atol=1e-4)
+
+
+def test_actnorm_data_init_does_not_blow_up_a_constant_channel():
+    layer = make_layer("actnorm")
+    x = jnp.stack([jax.random.normal(jax.random.PRNGKey(0), (64,)), jnp.full((64,), 0.5)], -1)
+    params = layer.data_init(layer.init(jax.random.PRNGKey(1), (2,)), x)
+    z = layer.bind(params).inverse(x + 1e-3)
+    assert float(jnp.max(jnp.abs(z[:, 1]))) < 1.0

@@ -5,8 +5,9 @@ Per-channel (last axis) affine map. The parameters have the event's rank (``(C,)
 The map is ``forward(z) = z * exp(log_scale) + shift``; the density
 direction ``inverse(x) = (x - shift) * exp(-log_scale)`` normalises. ``log|det| = (number of
 positions) * sum(log_scale)``. :meth:`ActNorm.data_init` sets ``shift`` to the per-channel mean
-and ``log_scale`` to the log standard deviation of a batch, so the batch leaves the layer (in the
-density direction) with zero mean and unit variance per channel.
+and ``log_scale`` to the log standard deviation of a batch (floored at ``min_std``, so that a
+constant channel is not amplified a millionfold), so the batch leaves the layer (in the density
+direction) with zero mean and unit variance per channel.
 
 Conditional variant (chapter 6): with a context, ``shift`` and ``log_scale`` get a per-example
 offset from a zero-initialised MLP of the (flattened) context.
@@ -25,7 +26,7 @@ from flowjax_thesis.nets import MLP
 @dataclass(frozen=True)
 class ActNorm(Layer):
     hidden: tuple[int, ...] = (32,)
-    eps: float = 1e-6
+    min_std: float = 1e-2  # data_init floor: a constant channel must not be blown up
     conditional = True
 
     def init(self, key, event_shape, context_shape=None):
@@ -43,7 +44,7 @@ class ActNorm(Layer):
         flat = x.reshape(-1, shape[-1])
         mean = jnp.mean(flat, axis=0).reshape(shape)
         std = jnp.std(flat, axis=0).reshape(shape)
-        return params | {"shift": mean, "log_scale": jnp.log(std + self.eps)}
+        return params | {"shift": mean, "log_scale": jnp.log(jnp.maximum(std, self.min_std))}
 
     def bind(self, params, context=None):
         c = params["shift"].shape[-1]

@@ -35,7 +35,7 @@ from flowjax_thesis.models.gbnf import (
     mixture_elbo,
     num_parameters,
 )
-from flowjax_thesis.plotting import grid_figure, show_density, show_samples
+from flowjax_thesis.plotting import grid_figure, plt, show_density, show_samples
 from flowjax_thesis.targets import TARGET_LIMITS, get_target
 from flowjax_thesis.train import fit_vi as fit_vi_flow
 
@@ -456,4 +456,16 @@ def gbnf_tabular(cfg: dict, run) -> dict:
                     "seeds": len(cfg["seeds"]),
                 }
             )
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    labels = [row["model"] for row in rows]
+    ax.bar(
+        labels,
+        [row["test LL mean"] for row in rows],
+        yerr=[row["test LL std"] for row in rows],
+        color="tab:blue",
+    )
+    ax.set_ylabel("test log-likelihood (nats)")
+    ax.set_title(f"{data.name}: single vs boosted (C={cfg['components']})", fontsize=9)
+    ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+    run.save_figure(fig, "gbnf_tabular")
     return {"data_source": data.source, **results, "comparison": rows}

@@ -11,6 +11,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from scipy.stats import multivariate_normal
 
@@ -190,6 +191,94 @@ def test_posterior_log_det_matches_jacobian(name):
     jac = jax.jacfwd(lambda v: post.push(gp, enc, v[None])[0][0])(z0)
     np.testing.assert_allclose(float(ldj[0]), np.linalg.slogdet(np.asarray(jac))[1], atol=1e-4)
     assert np.all(np.isfinite(np.asarray(z)))
+
+
+_BANANA_NOISE, _BANANA_X = 0.3, 1.0
+
+
+def _banana_log_joint(z):
+    """``z ~ N(0, I_2)``, ``x | z ~ N(z_2 + z_1^2, 0.3^2)`` at ``x = 1``: a curved posterior."""
+    r = (_BANANA_X - z[..., 1] - z[..., 0] ** 2) / _BANANA_NOISE
+    return (
+        -0.5 * jnp.sum(z**2, -1)
+        - 0.5 * r**2
+        - math.log(_BANANA_NOISE)
+        - 1.5 * math.log(2 * math.pi)
+    )
+
+
+def _fitted_elbo(name, steps=1500, draws=128):
+    """The ELBO of ``name``'s posterior for the banana, its variational parameters (encoder
+    outputs and global flow parameters; the thesis's K) fitted by Adam; estimated with 5,120 fresh
+    draws."""
+    d, hidden = 2, 8
+    post = make_posterior(
+        name,
+        hidden_units=32,
+        num_ortho=2,
+        num_householder=2,
+    )
+    k_amort, k_init = jax.random.split(jax.random.PRNGKey(0))
+    shapes = post.amortized_shapes(d)
+    amort = {
+        k: 0.1 * jax.random.normal(jax.random.fold_in(k_amort, i), s)
+        for i, (k, s) in enumerate(sorted(shapes.items()))
+    }
+    enc = {"mu": jnp.zeros(d), "log_var": jnp.zeros(d), "h": jnp.zeros(hidden), "amort": amort}
+    params = {"global": post.init(k_init, d, hidden), "enc": enc}
+
+    def neg_elbo(p, key, n=draws):
+        z, log_q = post.sample_and_log_prob(p["global"], p["enc"], key, n)
+        return -jnp.mean(_banana_log_joint(z) - log_q)
+
+    opt = optax.adam(optax.cosine_decay_schedule(1e-2, steps))
+
+    @jax.jit
+    def train(p):
+        def step(carry, key):
+            p, s = carry
+            grads = jax.grad(neg_elbo)(p, key)
+            updates, s = opt.update(grads, s, p)
+            return (optax.apply_updates(p, updates), s), None
+
+        keys = jax.random.split(jax.random.PRNGKey(1), steps)
+        return jax.lax.scan(step, (p, opt.init(p)), keys)[0][0]
+
+    return -float(neg_elbo(train(params), jax.random.PRNGKey(2), 5120))
+
+
+@pytest.fixture(scope="module")
+def banana_reference():
+    """Exact ``log p(x)`` by quadrature on a grid, and the best diagonal-Gaussian ELBO."""
+    grid = np.linspace(-6, 6, 1201)
+    zz = np.stack(np.meshgrid(grid, grid, indexing="ij"), -1)
+    lp = np.asarray(_banana_log_joint(jnp.asarray(zz)), np.float64)
+    exact = lp.max() + np.log(np.exp(lp - lp.max()).sum() * (grid[1] - grid[0]) ** 2)
+    gaussian = _fitted_elbo("gaussian")
+    assert gaussian < exact - 0.5  # the mean-field gap on this curved posterior is ~0.75 nats
+    return exact, gaussian
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "planar",
+        "radial",
+        "sylvester_orthogonal",
+        "sylvester_householder",
+        "sylvester_triangular",
+        "iaf",
+        "realnvp",
+    ],
+)
+def test_flow_posteriors_tighten_the_elbo_on_a_curved_posterior(banana_reference, name):
+    """Every flow posterior closes most of the diagonal Gaussian's gap to the exact evidence
+    (numerical quadrature), and no ELBO exceeds it: the flows earn their keep where the
+    posterior is not Gaussian (measured gaps: Gaussian 0.80, radial 0.33, the others <= 0.10)."""
+    exact, gaussian = banana_reference
+    elbo = _fitted_elbo(name)
+    assert elbo <= exact + 0.02
+    assert exact - elbo < 0.6 * (exact - gaussian), (name, exact, gaussian, elbo)
 
 
 def test_batched_sylvester_equals_foundation_layers():

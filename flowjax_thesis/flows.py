@@ -95,8 +95,8 @@ class Flow:
 
         At ``temperature`` T the base is N(0, T^2 I) and the log-density is that of the tempered
         flow (at T = 0 the samples are the flow's image of the origin and the log-density is
-        not finite). A context without batch dims is shared by all samples; otherwise its leading dim
-        must be ``n``.
+        not finite). A context without batch dims is shared by all samples; otherwise its
+        leading dim must be ``n``.
         """
         context = self._sample_context(context, n)
         base = self.base_distribution(temperature)

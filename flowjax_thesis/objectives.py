@@ -60,7 +60,8 @@ def elbo(
 
 def reverse_kl_loss(flow: Flow, log_target: Callable, num_samples: int, stick_the_landing=False):
     """A loss ``(params, batch, key) -> -ELBO`` for
-    :func:`~flowjax_thesis.train.gradient_transition` (the batch is unused: VI draws its own samples)."""
+    :func:`~flowjax_thesis.train.gradient_transition` (the batch is unused: VI draws its own
+    samples)."""
 
     def loss(params, batch, key):
         del batch

@@ -295,6 +295,10 @@ def _student_teacher_figures(results: dict, cfg: dict, run) -> None:
     run.save_figure(fig, "fig25_likelihood_correlation")
 
 
+# settings every Table-11 profile shares
+_TABLE11_COMMON = dict(matern_nu=1.5, dropout_rate=0.1, bin_width=1.0, temperature=0.8, seed=0)
+
+
 @register(
     "psr-student-teacher",
     description="Chapter 6 Table 11: PSR flow vs GP (Matern) and MC dropout on exact 2-D "
@@ -310,7 +314,8 @@ def _student_teacher_figures(results: dict, cfg: dict, run) -> None:
         "surjections; x there is a rounding of min-max-normalised y; here teachers are exact "
         "closed forms and x is y1 quantized to bins of width bin_width",
     },
-    smoke=dict(
+    smoke=_TABLE11_COMMON
+    | dict(
         densities=["two_moons"],
         n_train=2000,
         n_eval=300,
@@ -321,13 +326,9 @@ def _student_teacher_figures(results: dict, cfg: dict, run) -> None:
         hidden=[32, 32],
         features=8,
         gp_n=150,
-        matern_nu=1.5,
-        dropout_rate=0.1,
-        bin_width=1.0,
-        temperature=0.8,
-        seed=0,
     ),
-    cpu=dict(
+    cpu=_TABLE11_COMMON
+    | dict(
         densities=DENSITIES,
         n_train=50000,
         n_eval=2000,
@@ -338,13 +339,9 @@ def _student_teacher_figures(results: dict, cfg: dict, run) -> None:
         hidden=[64, 64],
         features=16,
         gp_n=1000,
-        matern_nu=1.5,
-        dropout_rate=0.1,
-        bin_width=1.0,
-        temperature=0.8,
-        seed=0,
     ),
-    full=dict(
+    full=_TABLE11_COMMON
+    | dict(
         densities=DENSITIES,
         n_train=128000,
         n_eval=5000,
@@ -355,11 +352,6 @@ def _student_teacher_figures(results: dict, cfg: dict, run) -> None:
         hidden=[128, 128],
         features=32,
         gp_n=3000,
-        matern_nu=1.5,
-        dropout_rate=0.1,
-        bin_width=1.0,
-        temperature=0.8,
-        seed=0,
     ),
 )
 def psr_student_teacher(cfg: dict, run) -> dict:
@@ -580,12 +572,17 @@ def _train_image_psr(model, data, cfg, key, run, label):
     return params, time.time() - t0
 
 
+# settings every image profile shares
+_IMAGES_COMMON = dict(ridge=1e-5, seed=0)
+
+
 @register(
     "psr-images",
     description="Chapter 6 Table 13-shaped image PSR: conditional multi-scale PSR flow vs nearest "
     "and bicubic upsampling (PSNR/SSIM), bits/dim, diversity, temperature sweep, joint PSR.",
     paper={"table": "Table 13 (ImageNet64, PSNR / SSIM / LPIPS)", **THESIS_TABLE13},
-    smoke=dict(
+    smoke=_IMAGES_COMMON
+    | dict(
         dataset="digits",
         scales=[2],
         steps=30,
@@ -603,10 +600,9 @@ def _train_image_psr(model, data, cfg, key, run, label):
         dequant_draws=1,
         max_test=100,
         joint_steps=0,
-        ridge=1e-5,
-        seed=0,
     ),
-    cpu=dict(
+    cpu=_IMAGES_COMMON
+    | dict(
         dataset="digits",
         scales=[2, 4],
         steps=3000,
@@ -624,10 +620,9 @@ def _train_image_psr(model, data, cfg, key, run, label):
         dequant_draws=4,
         max_test=400,
         joint_steps=3000,
-        ridge=1e-5,
-        seed=0,
     ),
-    full=dict(
+    full=_IMAGES_COMMON
+    | dict(
         dataset="mnist",
         scales=[4],
         steps=100000,
@@ -645,8 +640,6 @@ def _train_image_psr(model, data, cfg, key, run, label):
         dequant_draws=4,
         max_test=10000,
         joint_steps=100000,
-        ridge=1e-5,
-        seed=0,
     ),
 )
 def psr_images(cfg: dict, run) -> dict:

@@ -200,7 +200,7 @@ def test_image_psr_bad_inputs(image_model):
 
 
 def test_image_psr_training_lowers_loss():
-    from flowjax_thesis.experiments.psr import train_params
+    from flowjax_thesis.experiments.psr_vectors import train_params
     from flowjax_thesis.models.psr_data import load_digits_images
 
     data = load_digits_images()
@@ -301,7 +301,7 @@ def test_gp_and_dropout_students_fit_a_line():
     np.testing.assert_allclose(gp.predict(xt), [[1.0, -0.5], [-2.0, 1.0]], atol=0.1)
     assert gp.sample(rng, xt).shape == (2, 2)
 
-    from flowjax_thesis.experiments.psr import train_params
+    from flowjax_thesis.experiments.psr_vectors import train_params
 
     drop = DropoutStudent(2, (32, 32), 0.1)
     params = drop.init(jax.random.PRNGKey(0), 1)
@@ -320,7 +320,7 @@ def test_gp_and_dropout_students_fit_a_line():
 
 @pytest.mark.slow
 def test_psr_student_beats_gp_and_dropout_on_two_moons():
-    from flowjax_thesis.experiments.psr import run_student_teacher_density
+    from flowjax_thesis.experiments.psr_vectors import run_student_teacher_density
 
     cfg = dict(
         n_train=20000, n_eval=1000, steps=3000, batch_size=256, lr=2e-3, flow_steps=6,

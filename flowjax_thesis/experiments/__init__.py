@@ -87,7 +87,8 @@ _MODULES = (
     "flowjax_thesis.experiments.flows_2d",
     "flowjax_thesis.experiments.dapper",
     "flowjax_thesis.experiments.bayes_vi",
-    "flowjax_thesis.experiments.psr",
+    "flowjax_thesis.experiments.psr_vectors",
+    "flowjax_thesis.experiments.psr_images",
     "flowjax_thesis.experiments.vae",
     "flowjax_thesis.experiments.compressive",
 )

@@ -34,13 +34,13 @@ def _news(max_docs: int):
 def dapper_speed(num_topics: int = 25, num_personas: int = 15, max_docs: int = 0) -> dict:
     from sklearn.decomposition import LatentDirichletAllocation
 
+    from flowjax_thesis.models.dap import DapConfig, fit_dapper
     from flowjax_thesis.models.dap import lda_baselines as lb
-    from flowjax_thesis.models.dap.model import DapConfig, fit
 
     train, _ = _news(max_docs)
     tokens = float(train.num_tokens)
     cfg = DapConfig(num_topics=num_topics, num_personas=num_personas, doc_variance=1.0)
-    _, hist = fit(train, cfg, key=jax.random.PRNGKey(0), epochs=2)  # epoch 1 compiles
+    _, hist = fit_dapper(train, cfg, key=jax.random.PRNGKey(0), epochs=2)  # epoch 1 compiles
     dapper = tokens / (hist[1]["train_seconds"] - hist[0]["train_seconds"])
     x = lb.to_csr(train)
     lda = LatentDirichletAllocation(
@@ -78,8 +78,8 @@ def _rss_anon_kb() -> int:
 
 def stream_epoch(path: str, num_topics: int, num_personas: int, batch_size: int) -> dict:
     """One mini-batch epoch over the saved corpus at ``path``; peak RssAnon while it runs."""
+    from flowjax_thesis.models.dap import DapConfig, fit_dapper
     from flowjax_thesis.models.dap.corpus import load_corpus
-    from flowjax_thesis.models.dap.model import DapConfig, fit
 
     corpus = load_corpus(path, mmap=True)
     cfg = DapConfig(num_topics=num_topics, num_personas=num_personas, doc_variance=1.0)
@@ -93,7 +93,7 @@ def stream_epoch(path: str, num_topics: int, num_personas: int, batch_size: int)
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     t0 = time.perf_counter()
-    fit(corpus, cfg, key=jax.random.PRNGKey(0), epochs=1, batch_size=batch_size)
+    fit_dapper(corpus, cfg, key=jax.random.PRNGKey(0), epochs=1, batch_size=batch_size)
     running[0] = False
     thread.join()
     return {

@@ -40,7 +40,7 @@ _PAPER_TABLES = {
 
 
 def _dap_cfg(cfg: dict, num_topics: int, rho_reg: float):
-    from flowjax_thesis.models.dap.model import DapConfig
+    from flowjax_thesis.models.dap.state import DapConfig
 
     return DapConfig(
         num_topics=num_topics,
@@ -58,14 +58,14 @@ def _dap_cfg(cfg: dict, num_topics: int, rho_reg: float):
 def _train_dapper(run, name, dcfg, train, test, *, epochs, batch_size, chunk, budget, seed):
     """Fits DAPPER, evaluating document-completion PWLL after each epoch; returns (state, rows)."""
     from flowjax_thesis.models.dap import evaluation as ev
-    from flowjax_thesis.models.dap.model import fit
+    from flowjax_thesis.models.dap.training import fit_dapper
 
     def callback(epoch, state, rec):
         r = ev.completion_pwll(dcfg, state, test, train=train, seed=seed)
         run.log_metrics(epoch, model=name, pwll=r["pwll"], **rec)
         return {"pwll": r["pwll"]}
 
-    state, hist = fit(
+    state, hist = fit_dapper(
         train,
         dcfg,
         key=jax.random.PRNGKey(seed),
@@ -360,8 +360,9 @@ def dapper_synthetic(cfg: dict, run) -> dict:
     from flowjax_thesis.models.dap import evaluation as ev
     from flowjax_thesis.models.dap import lda_baselines as lb
     from flowjax_thesis.models.dap.corpus import split_by_author
-    from flowjax_thesis.models.dap.model import DapConfig, corpus_elbo, fit
+    from flowjax_thesis.models.dap.state import DapConfig
     from flowjax_thesis.models.dap.synthetic import synthetic_corpus
+    from flowjax_thesis.models.dap.training import corpus_elbo, fit_dapper
 
     corpus, truth = synthetic_corpus(
         num_topics=cfg["num_topics"],
@@ -397,7 +398,7 @@ def dapper_synthetic(cfg: dict, run) -> dict:
             run.log_metrics(epoch, restart=restart, elbo=e, **rec)
             return {"elbo": e}
 
-        state, hist = fit(
+        state, hist = fit_dapper(
             train,
             dcfg,
             key=jax.random.PRNGKey(cfg["seed"] + restart),

@@ -11,8 +11,7 @@ from flowjax_thesis.models.dap.corpus import (
     tokenize,
     write_dap,
 )
-from flowjax_thesis.models.dap.evaluation import score_heldout
-from flowjax_thesis.models.dap.model import check_compatible
+from flowjax_thesis.models.dap.evaluation import check_compatible, score_heldout
 
 
 def _table(n_docs=40, seed=0):

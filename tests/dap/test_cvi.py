@@ -5,13 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flowjax_thesis.models.dap.model import (
-    DapConfig,
-    _doc_e_step,
-    _doc_elbo,
-    gaussian_cvi_step,
-    solve_alpha_hat,
-)
+from flowjax_thesis.models.dap.estep import doc_e_step, doc_elbo, gaussian_cvi_step
+from flowjax_thesis.models.dap.mstep import solve_alpha_hat
+from flowjax_thesis.models.dap.state import DapConfig
 
 
 def test_cvi_is_exact_on_a_conjugate_gaussian_term():
@@ -60,10 +56,10 @@ def test_e_step_converges_to_a_stationary_point_of_the_document_elbo(doc_problem
             num_topics=4, num_personas=3, local_max_iter=5000, local_tol=1e-13, damping=0.9
         )
         prob = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), doc_problem)
-        m, v, tau, phi, elbo, iters = _doc_e_step(cfg, **prob)
+        m, v, tau, phi, elbo, iters = doc_e_step(cfg, **prob)
         assert int(iters) < 5000
         f = functools.partial(
-            _doc_elbo,
+            doc_elbo,
             cfg,
             **{"counts": prob["counts"]},
             elog_beta_d=prob["elog_beta_d"],
@@ -91,7 +87,7 @@ def test_e_step_converges_to_a_stationary_point_of_the_document_elbo(doc_problem
             damping=0.9,
             gamma_grad="thesis",
         )
-        m2, v2, tau2, phi2, *_ = _doc_e_step(cfg_t, **prob)
+        m2, v2, tau2, phi2, *_ = doc_e_step(cfg_t, **prob)
         g2 = jax.grad(lambda m_: f(m_, v2, tau2, phi2))(m2)
         assert float(jnp.max(jnp.abs(g2))) > 1e-3
 
@@ -99,7 +95,7 @@ def test_e_step_converges_to_a_stationary_point_of_the_document_elbo(doc_problem
 @pytest.mark.parametrize("form", ["mass", "derived"])
 def test_alpha_hat_system_solves_the_regularized_objective(form):
     """alpha_hat is the stationary point of the alpha terms minus the RVI penalty, where the
-    penalty pairs personas p, q with weight c_pq (module docstring of model.py)."""
+    penalty pairs personas p, q with weight c_pq (module docstring of mstep.py)."""
     rng = np.random.default_rng(2)
     t, p, k = 3, 4, 5
     tau = rng.uniform(0, 5, size=(t, p))

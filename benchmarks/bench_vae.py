@@ -16,8 +16,9 @@ import numpy as np
 
 from flowjax_thesis.data.binary_images import load_binary_images
 from flowjax_thesis.models.vae import VAE, make_posterior
+from flowjax_thesis.models.vae.boosting import boost_transition
 from flowjax_thesis.models.vae.posteriors import POSTERIORS
-from flowjax_thesis.models.vae.training import boost_transition, make_optimizer, vae_transition
+from flowjax_thesis.models.vae.training import make_optimizer, vae_transition
 from flowjax_thesis.train.fit import make_chunk_runner
 
 

@@ -25,14 +25,9 @@ from flowjax_thesis.models.vae import (
     log_likelihood,
     make_posterior,
 )
+from flowjax_thesis.models.vae.boosting import boost_transition, shock_jumps, train_gbnf_vae
 from flowjax_thesis.models.vae.posteriors import POSTERIORS
-from flowjax_thesis.models.vae.training import (
-    boost_transition,
-    make_optimizer,
-    shock_jumps,
-    train_gbnf_vae,
-    train_vae,
-)
+from flowjax_thesis.models.vae.training import make_optimizer, train_vae
 from flowjax_thesis.train import fit, gradient_transition
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"

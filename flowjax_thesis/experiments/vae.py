@@ -22,7 +22,8 @@ import numpy as np
 from flowjax_thesis.data.binary_images import load_binary_images
 from flowjax_thesis.experiments import register
 from flowjax_thesis.models.vae import VAE, bits_per_dim, make_posterior
-from flowjax_thesis.models.vae.training import shock_jumps, train_gbnf_vae, train_vae
+from flowjax_thesis.models.vae.boosting import shock_jumps, train_gbnf_vae
+from flowjax_thesis.models.vae.training import train_vae
 
 LABELS = {
     "gaussian": "VAE",

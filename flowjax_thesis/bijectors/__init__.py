@@ -31,7 +31,8 @@ def _default_multiscale(**kwargs) -> MultiScale:
 
 
 REGISTRY: dict[str, Callable[..., Layer]] = {
-    "planar": Planar,
+    "planar": Planar,  # u_hat always (Rezende & Mohamed's appendix A.1)
+    "planar_project": partial(Planar, constraint="project"),  # the blog's rule (issue 17)
     "radial": Radial,
     "sylvester_orthogonal": partial(Sylvester, kind="orthogonal"),
     "sylvester_householder": partial(Sylvester, kind="householder"),

@@ -1,11 +1,27 @@
 """Planar and radial flows (Rezende & Mohamed, 2015) with exact inverses.
 
-Planar: ``f(z) = z + u_hat * tanh(w.z + b)`` with ``u_hat = u + (m(w.u) - w.u) w / |w|^2`` and
-``m(x) = -1 + softplus(x)``, which enforces ``w.u_hat > -1`` and hence invertibility (their
-appendix A.1). ``log|det J| = log(1 + u_hat.w (1 - tanh^2(w.z + b)))``.
-Inverse: with ``alpha = w.z``, ``w.y = alpha + (w.u_hat) tanh(alpha + b)`` is a strictly
-increasing scalar equation in ``alpha``; we solve it (bracketed bisection + one Newton step) and
-recover ``z = y - u_hat tanh(alpha + b)``.
+Planar: ``f(z) = z + u' * tanh(w.z + b)``, ``log|det J| = log(1 + u'.w (1 - tanh^2(w.z + b)))``.
+The map is invertible when ``w.u' >= -1``; two rules (``Planar(constraint=...)``) keep it so:
+
+- ``"reparameterize"`` (the paper's appendix A.1, and most libraries'): ``u' = u_hat(u, w) =
+  u + (m(w.u) - w.u) w / |w|^2`` with ``m(x) = -1 + softplus(x)``, always, so ``w.u' > -1``
+  but ``u'`` differs from ``u`` even where ``u`` is already valid.
+- ``"project"`` (the blog's PyTorch code, after Edvard Hulten's): the raw ``u``, replaced by
+  ``u_hat(u, w)`` only where ``w.u < -1 + margin`` (``margin = 1e-4``: the blog's threshold is
+  ``-1``; the margin keeps ``log|det J| >= log(margin)`` finite where the raw rule would give
+  ``log 0 = -inf`` at ``w.u = -1``, ``w.z + b = 0``).
+
+Measured (issue 17; ``flowjax-thesis run vi-planar-ring --profile cpu``, 3 seeds, the blog's
+K=32, batch 128, Adam 6e-4, 20,000 steps, ring with log Z = 2.313): see
+``docs/results/vi-planar-ring/README.md`` -- the ``"project"`` rule reaches the whole ring
+(within 0.1 nats of log Z), the ``"reparameterize"`` rule gets stuck on one to two of its four
+arcs (KL about 0.8-1.4 nats). The blog's code also projects ``u`` in place (a persistent edit
+of the parameter, outside the gradient); ours is a pure function of the params, so the
+gradient passes through ``u_hat`` where it applies and the stored ``u`` is left as it is.
+
+Inverse (both rules): with ``alpha = w.z``, ``w.y = alpha + (w.u') tanh(alpha + b)`` is a
+strictly increasing scalar equation in ``alpha``; we solve it (bracketed bisection + one Newton
+step) and recover ``z = y - u' tanh(alpha + b)``.
 
 Radial: ``f(z) = z + beta h(r) (z - z0)``, ``r = |z - z0|``, ``h(r) = 1 / (alpha + r)`` with
 ``alpha = softplus(a) > 0`` and ``beta = -alpha + softplus(b) >= -alpha`` (invertibility).
@@ -14,8 +30,12 @@ Inverse: ``|y - z0| = r (1 + beta / (alpha + r))`` is a quadratic in ``r``:
 ``r^2 + (alpha + beta - r') r - alpha r' = 0`` whose non-negative root we take in the
 cancellation-free form; then ``z - z0 = (y - z0) / (1 + beta h(r))``.
 
-Both act on vector events ``(D,)``. The blog's PyTorch planar layer adds ``1e-4`` inside the
-log-determinant; we do not need to, because ``w.u_hat > -1`` keeps the argument positive.
+Numerical edge: as ``w.u' -> -1`` the log-det at ``w.z + b = 0`` goes to ``-inf``. Both rules
+keep ``w.u' >= -1 + margin`` (``m`` is floored at ``-1 + margin``, which in float32 only matters
+where ``softplus(w.u) < margin``, i.e. ``w.u < -9.2``), so ``log|det J| >= log(margin)`` (about
+-9.2 per layer) stays finite and the exact inverse stays well conditioned. The blog's PyTorch
+layer instead adds ``1e-4`` inside the log-determinant (a bias everywhere); we do not.
+Both act on vector events ``(D,)``.
 """
 
 from __future__ import annotations
@@ -27,19 +47,48 @@ import jax.numpy as jnp
 
 from flowjax_thesis.bijectors.base import EventBijector, Layer, solve_tanh_equation
 
+CONSTRAINTS = ("reparameterize", "project")
 
-def planar_u_hat(u, w):
+
+def planar_u_hat(u, w, margin: float = 1e-4):
+    """Rezende & Mohamed's ``u_hat``: ``w.u_hat = -1 + max(softplus(w.u), margin)``.
+
+    The floor changes the paper's map only where ``softplus(w.u) < margin`` (``w.u < -9.2`` for
+    the default): there ``-1 + softplus(w.u)`` rounds to ``-1`` in float32 and the log-det would
+    be ``log 0``."""
     wu = jnp.dot(w, u)
-    m = -1.0 + jax.nn.softplus(wu)
+    m = -1.0 + jnp.maximum(jax.nn.softplus(wu), margin)
     return u + (m - wu) * w / (jnp.dot(w, w) + 1e-12)
+
+
+def planar_u(u, w, constraint: str = "reparameterize", margin: float = 1e-4):
+    """The ``u'`` a planar layer uses: ``u_hat`` always (``"reparameterize"``) or the raw ``u``
+    unless ``w.u < -1 + margin`` (``"project"``, the blog's rule)."""
+    if constraint == "reparameterize":
+        return planar_u_hat(u, w, margin)
+    if constraint == "project":
+        return jnp.where(jnp.dot(w, u) < -1.0 + margin, planar_u_hat(u, w, margin), u)
+    raise ValueError(f"constraint must be one of {CONSTRAINTS}, got {constraint!r}")
 
 
 @dataclass(frozen=True)
 class Planar(Layer):
-    """Planar flow layer. ``init_scale`` is the std of the N(0, s^2) initial parameters."""
+    """Planar flow layer. ``init_scale`` is the std of the N(0, s^2) initial parameters;
+    ``constraint`` is ``"reparameterize"`` (u_hat always) or ``"project"`` (the blog's rule:
+    u_hat only where ``w.u < -1 + margin``); see the module docstring."""
 
     init_scale: float = 0.1
+    constraint: str = "reparameterize"
+    margin: float = 1e-4
     event_ranks = (1,)
+
+    def __post_init__(self):
+        if self.constraint not in CONSTRAINTS:
+            raise ValueError(
+                f"Planar: constraint must be one of {CONSTRAINTS}, got {self.constraint!r}"
+            )
+        if not 0.0 < self.margin < 1.0:
+            raise ValueError(f"Planar: margin must be in (0, 1), got {self.margin!r}")
 
     def init(self, key, event_shape, context_shape=None):
         (dim,) = self.check_shapes(event_shape, context_shape)
@@ -53,8 +102,10 @@ class Planar(Layer):
 
     def bind(self, params, context=None):
         w, b = params["w"], params["b"]
-        u = planar_u_hat(params["u"], w)
-        wu = jnp.dot(w, u)
+        u = planar_u(params["u"], w, self.constraint, self.margin)
+        # both rules give w.u' >= -1 + margin up to float rounding (which grows with |u| after a
+        # projection); the floor keeps log(1 + w.u' (1 - tanh^2)) >= log(margin) regardless
+        wu = jnp.maximum(jnp.dot(w, u), -1.0 + self.margin)
 
         def forward(z, _):
             th = jnp.tanh(jnp.dot(w, z) + b)

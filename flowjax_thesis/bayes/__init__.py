@@ -6,8 +6,11 @@ Distributions* (A. Timm): posteriors as pure log-densities on ``R^dim``
 (:mod:`~flowjax_thesis.bayes.families`), ELBO / IWELBO / stick-the-landing fits
 (:mod:`~flowjax_thesis.bayes.vi`), PSIS k-hat and importance-corrected moments
 (:mod:`~flowjax_thesis.bayes.diagnostics`, ArviZ) and a NUTS reference
-(:mod:`~flowjax_thesis.bayes.nuts`, NumPyro). ArviZ and NumPyro are the optional ``bayes`` extra
-and are imported only when used.
+(:mod:`~flowjax_thesis.bayes.nuts`, NumPyro). Any NumPyro model becomes a posterior with
+:func:`from_numpyro` (:mod:`~flowjax_thesis.bayes.numpyro_bridge`), fits come out as ArviZ
+``InferenceData`` with :func:`to_inference_data` (:mod:`~flowjax_thesis.bayes.arviz_output`), and
+NumPyro's own autoguides are assessed the same way in :mod:`~flowjax_thesis.bayes.autoguides`.
+ArviZ and NumPyro are the optional ``bayes`` extra and are imported only when used.
 """
 
 from flowjax_thesis.bayes.families import FAMILIES, gbnf_available, make_family
@@ -23,8 +26,16 @@ from flowjax_thesis.bayes.models import (
     neal_funnel,
     poststratify,
 )
+from flowjax_thesis.bayes.numpyro_bridge import from_numpyro, reparameterized_reference
 from flowjax_thesis.bayes.objectives import iw_elbo, iw_elbo_loss
-from flowjax_thesis.bayes.vi import OBJECTIVES, Fitted, assess, draws_and_log_weights, fit_family
+from flowjax_thesis.bayes.vi import (
+    OBJECTIVES,
+    Fitted,
+    assess,
+    assess_draws,
+    draws_and_log_weights,
+    fit_family,
+)
 
 __all__ = [
     "BayesModel",
@@ -47,4 +58,16 @@ __all__ = [
     "fit_family",
     "assess",
     "draws_and_log_weights",
+    "assess_draws",
+    "from_numpyro",
+    "reparameterized_reference",
+    "to_inference_data",
 ]
+
+
+def to_inference_data(fitted, model, num_samples=4000, psis=False, *, key=None):
+    """See :func:`flowjax_thesis.bayes.arviz_output.to_inference_data` (imported on use: ArviZ
+    is the optional ``bayes`` extra)."""
+    from flowjax_thesis.bayes.arviz_output import to_inference_data as impl
+
+    return impl(fitted, model, num_samples, psis, key=key)

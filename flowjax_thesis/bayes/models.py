@@ -51,6 +51,8 @@ class BayesModel:
       reference: ``(other_model, to_self)``: the same posterior in another parameterisation that
         samples better (NUTS on ``other_model``, draws mapped by ``to_self``).
       data: the model's data and anything needed downstream (e.g. the census table).
+      unconstrain: the inverse of ``constrain`` on the latent sites (a dict of constrained values
+        -> ``(dim,)``), when known (models made by :func:`~flowjax_thesis.bayes.from_numpyro`).
     """
 
     name: str
@@ -62,6 +64,7 @@ class BayesModel:
     sample_exact: Callable | None = None
     reference: tuple | None = None
     data: dict = field(default_factory=dict)
+    unconstrain: Callable | None = None
 
     def __post_init__(self):
         if len(self.names) != self.dim:

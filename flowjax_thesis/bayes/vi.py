@@ -145,6 +145,16 @@ def assess(fitted: Fitted, model: BayesModel, key, num_samples: int = 4096, refe
     ``mean_psis``/``sd_psis``, and with a reference ``mean_err``, ``sd_err``, ``sd_ratio`` (of q)
     and the same with a ``_psis`` suffix."""
     x, lw = draws_and_log_weights(fitted.flow, fitted.params, model.log_density, key, num_samples)
+    out = assess_draws(x, lw, reference)
+    out["train_seconds"] = fitted.seconds
+    return out
+
+
+def assess_draws(x, lw, reference=None) -> dict:
+    """:func:`assess` for given draws ``x`` (``(n, dim)``) of any approximation ``q`` and their
+    log-weights ``lw = log p~(x) - log q(x)`` (e.g. of a NumPyro autoguide)."""
+    x, lw = np.asarray(x, np.float64), np.asarray(lw, np.float64)
+    num_samples = len(lw)
     finite = np.isfinite(lw)
     out = {
         "elbo": float(np.mean(lw[finite])) if finite.any() else float("nan"),
@@ -152,7 +162,6 @@ def assess(fitted: Fitted, model: BayesModel, key, num_samples: int = 4096, refe
         "log_z_is": float(jax.nn.logsumexp(jnp.asarray(np.where(finite, lw, -np.inf))))
         - float(np.log(num_samples)),
         "ess": diagnostics.ess_of_weights(lw),
-        "train_seconds": fitted.seconds,
     }
     mean, sd = diagnostics.weighted_moments(x)
     out["mean"], out["sd"] = mean, sd

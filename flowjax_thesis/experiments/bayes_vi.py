@@ -8,16 +8,28 @@ the marginal means and standard deviations against the reference (raw q and PSIS
 median sd ratio (under 1 = under-dispersed), and the wall time of the fit including compilation
 as a fraction of the reference's. For MRP also the poststratified state estimates against NUTS
 and the known truth. Figures: marginals of q against the reference, a 2-D pair (the funnel
-geometry) and the poststratified state estimates.
+geometry), an ArviZ forest plot (94% HDI per constrained site: reference, mean-field and the fit
+with the lowest k-hat) and the poststratified state estimates.
+
+A user's NumPyro model runs through the same workflow with ``--set model=path/to/file.py:function``
+(a model function called without arguments, its data loaded in that file; see
+:func:`load_user_model`): it becomes a ``BayesModel`` by
+:func:`~flowjax_thesis.bayes.from_numpyro` and its reference is NUTS on it. ``model`` may also
+name one built-in model; empty (the default) runs the ``models`` list, whose entries may be
+built-in names or file specs too.
 """
 
 from __future__ import annotations
+
+import importlib.util
+import os
 
 import jax
 import numpy as np
 
 from flowjax_thesis.bayes.families import gbnf_available
-from flowjax_thesis.bayes.models import get_model, poststratify
+from flowjax_thesis.bayes.models import MODELS, BayesModel, get_model, poststratify
+from flowjax_thesis.bayes.numpyro_bridge import from_numpyro
 from flowjax_thesis.bayes.nuts import reference_posterior
 from flowjax_thesis.bayes.vi import assess, fit_family
 from flowjax_thesis.experiments import register
@@ -33,6 +45,7 @@ _SHOW = {
 _COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
 _COMMON = dict(
+    model="",
     models=["eight_schools_centered", "eight_schools_noncentered", "funnel", "mrp"],
     objective="elbo",
     lr=1e-2,
@@ -42,6 +55,45 @@ _COMMON = dict(
     mrp_respondents=2000,
     seed=0,
 )
+
+
+def load_user_model(spec: str) -> BayesModel:
+    """``path/to/file.py:function``: the NumPyro model ``function`` of that file (its data loaded
+    in the file, called without arguments) as a :class:`BayesModel` via ``from_numpyro``."""
+    path, sep, function = spec.rpartition(":")
+    if not sep or not path.endswith(".py") or not function:
+        raise ValueError(
+            f"setting 'model' expects a built-in model ({', '.join(MODELS)}) or "
+            f"path/to/file.py:function, got {spec!r}"
+        )
+    if not os.path.isfile(path):
+        raise ValueError(f"setting 'model': no such file {path!r}")
+    module_name = f"_bayes_vi_user_{abs(hash(os.path.abspath(path)))}"
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    fn = getattr(module, function, None)
+    if not callable(fn):
+        raise ValueError(f"setting 'model': {path} has no function {function!r}")
+    return from_numpyro(fn)
+
+
+def _model_names(cfg: dict) -> list[str]:
+    return [cfg["model"]] if cfg["model"] else list(cfg["models"])
+
+
+def _build_model(name: str, cfg: dict) -> BayesModel:
+    if name in MODELS:
+        return get_model(name, **_model_kwargs(name, cfg))
+    return load_user_model(name)
+
+
+def _show(name: str, model: BayesModel):
+    """Coordinates shown in the figures (built-in choice, else the first three)."""
+    if name in _SHOW:
+        return _SHOW[name]
+    cols = list(range(min(model.dim, 3)))
+    return cols, ((1, 0) if model.dim > 1 else (0, 0))
 
 
 def _model_kwargs(name: str, cfg: dict) -> dict:
@@ -84,6 +136,42 @@ def _marginals_figure(name, model, ref, fits, show):
     axes[0].legend(fontsize=6, loc="upper left")
     fig.suptitle(f"{name}: marginals of q against the reference", fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def _arviz_forest(name, model, ref, fits, nuts_kwargs):
+    """ArviZ forest plot (94% HDI per constrained site) of the reference, mean-field and the fit
+    with the lowest k-hat, from ``to_inference_data``-style InferenceData."""
+    from flowjax_thesis.bayes.arviz_output import draws_to_inference_data
+    from flowjax_thesis.bayes.diagnostics import require_arviz
+
+    az = require_arviz()
+    chains = nuts_kwargs["num_chains"] if ref.method != "exact" else 1
+    datasets = {
+        f"reference ({ref.method.split(' ')[0]})": draws_to_inference_data(model, ref.draws, chains)
+    }
+    chosen = [k for k in fits if k == "mean_field"]
+    finite = {k: a["khat"] for k, a in fits.items() if np.isfinite(a["khat"])}
+    if finite:
+        best = min(finite, key=finite.get)
+        if best not in chosen:
+            chosen.append(best)
+    for label in chosen:
+        datasets[f"{label} (k-hat {fits[label]['khat']:.2f})"] = draws_to_inference_data(
+            model, fits[label]["draws"]
+        )
+    first = next(iter(datasets.values())).posterior
+    var_names = [v for v in first.data_vars if first[v][0, 0].size <= 10][:4]
+    axes = az.plot_forest(
+        list(datasets.values()),
+        model_names=list(datasets),
+        var_names=var_names or None,
+        combined=True,
+        hdi_prob=0.94,
+        figsize=(6.0, 0.3 * sum(first[v][0, 0].size for v in var_names) * len(datasets) + 1.5),
+    )
+    fig = np.ravel(axes)[0].figure
+    fig.suptitle(f"{name}: 94% HDI per site (ArviZ)", fontsize=10)
     return fig
 
 
@@ -130,7 +218,7 @@ def _poststrat_figure(model, ref_ps, fit_ps):
     ),
     cpu=dict(
         _COMMON,
-        families=["mean_field", "full_rank", "planar", "realnvp", "iaf", "spline"],
+        families=["mean_field", "full_rank", "planar", "realnvp", "iaf", "spline", "gbnf"],
         extra_variants=[["realnvp", "iwelbo"], ["mean_field", "elbo_stl"]],
         steps=3000,
         num_samples=64,
@@ -142,7 +230,7 @@ def _poststrat_figure(model, ref_ps, fit_ps):
     ),
     full=dict(
         _COMMON,
-        families=["mean_field", "full_rank", "planar", "realnvp", "iaf", "spline"],
+        families=["mean_field", "full_rank", "planar", "realnvp", "iaf", "spline", "gbnf"],
         extra_variants=[["realnvp", "iwelbo"], ["mean_field", "elbo_stl"], ["realnvp", "elbo_stl"]],
         steps=20000,
         num_samples=256,
@@ -156,8 +244,10 @@ def _poststrat_figure(model, ref_ps, fit_ps):
     ),
 )
 def bayes_vi(cfg: dict, run) -> dict:
+    if cfg["model"]:
+        run.print(f"data: as loaded by the user's model file ({cfg['model']})")
     run.print(
-        "data: eight schools (Rubin 1981, the 8 published effects and standard errors); "
+        "built-in data: eight schools (Rubin 1981, the 8 published effects and standard errors); "
         "Neal's funnel (analytic); MRP: a synthetic census and survey generated from known "
         f"parameters (seed {cfg['seed']}, {cfg['mrp_states']} states, "
         f"{cfg['mrp_respondents']} respondents)"
@@ -172,8 +262,11 @@ def bayes_vi(cfg: dict, run) -> dict:
     )
     family_kwargs = dict(layers=cfg["layers"], hidden=tuple(cfg["hidden"]))
     rows, summary = [], {}
-    for m_index, name in enumerate(cfg["models"]):
-        model = get_model(name, **_model_kwargs(name, cfg))
+    for m_index, spec in enumerate(_model_names(cfg)):
+        model = _build_model(spec, cfg)
+        name = spec if spec in MODELS else model.name
+        if spec not in MODELS:
+            run.print(f"[{name}] user NumPyro model {spec}: sites {list(model.data['sites'])}")
         k_model = jax.random.fold_in(key, m_index)
         ref = reference_posterior(model, jax.random.fold_in(k_model, 10_000), **nuts_kwargs)
         run.print(
@@ -260,7 +353,10 @@ def bayes_vi(cfg: dict, run) -> dict:
                 f"pp; raw survey vs truth: {entry['raw_survey_vs_truth_pp']:.2f} pp"
             )
             run.save_figure(_poststrat_figure(model, ref_ps, fit_ps), f"poststrat_{name}")
-        run.save_figure(_marginals_figure(name, model, ref, fits, _SHOW[name]), f"marginals_{name}")
+        run.save_figure(
+            _marginals_figure(name, model, ref, fits, _show(name, model)), f"marginals_{name}"
+        )
+        run.save_figure(_arviz_forest(name, model, ref, fits, nuts_kwargs), f"arviz_forest_{name}")
         summary[name] = entry
     summary["comparison"] = rows
     summary["gbnf"] = "included" if "gbnf" in cfg["families"] else "not run (add to families)"

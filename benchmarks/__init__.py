@@ -152,6 +152,7 @@ BENCHMARKS = {
     "gbnf": gbnf,
     "dapper": dapper,
     "vae": vae,
+    "bayes-vi": lambda **kw: isolated("benchmarks.bench_bayes_vi:compare", **kw),
 }
 
 

@@ -42,7 +42,8 @@ def gbnf_vmap(
     sample_chunk: int = 64,
     seed: int = 0,
 ) -> dict:
-    from flowjax_thesis.models.gbnf import GBNF, component_flow
+    from flowjax_thesis.families import component_flow
+    from flowjax_thesis.models.gbnf import GBNF
 
     flow = component_flow("realnvp", dim, layers, (hidden,))
     models = {

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,16 +15,18 @@ import pytest
 
 from flowjax_thesis.bijectors import EventBijector, Layer
 from flowjax_thesis.data.toy import train_val_test
+from flowjax_thesis.families import FLOW_FAMILIES, component_flow, make_flow
 from flowjax_thesis.flows import Flow
 from flowjax_thesis.grid import grid_2d, log_normalizer_grid
 from flowjax_thesis.models.gbnf import (
     GBNF,
-    component_flow,
+    boost_density,
+    boost_vi,
     density_rho_objective,
-    fit_density,
-    fit_vi,
-    mixture_elbo,
+    rho_sgd_transition,
 )
+from flowjax_thesis.objectives import elbo
+from flowjax_thesis.train import fit
 
 
 def _toy(name="8gaussians", seed=0, n=(3000, 1000, 2000)):
@@ -33,7 +38,7 @@ def _toy(name="8gaussians", seed=0, n=(3000, 1000, 2000)):
 def additive():
     train, val, test = _toy()
     gbnf = GBNF(component_flow("realnvp", 2, 1, (32,)), 3, alternate=True)
-    params, info = fit_density(
+    params, info = boost_density(
         gbnf, train, key=jax.random.PRNGKey(1), steps=300, batch_size=256, val_data=val
     )
     return gbnf, params, info, (train, val, test)
@@ -54,7 +59,7 @@ def test_bad_input_errors():
     with pytest.raises(ValueError, match="sum to 1"):
         gbnf.set_weights(gbnf.set_component_weight(params, 1, 0.5), [0.7, 0.7])
     with pytest.raises(ValueError, match="rho_init"):
-        fit_density(gbnf, np.zeros((10, 2)), key=jax.random.PRNGKey(0), steps=1, rho_init=2.0)
+        boost_density(gbnf, np.zeros((10, 2)), key=jax.random.PRNGKey(0), steps=1, rho_init=2.0)
     cond = component_flow("realnvp", 2, 1, (8,), context_shape=(1,))
     with pytest.raises(ValueError, match="additive"):
         GBNF(cond, 2, boosting="multiplicative")
@@ -76,7 +81,7 @@ class _ForwardOnly(Layer):
 def test_vi_rejects_family_without_inverse():
     gbnf = GBNF(Flow((_ForwardOnly(),), (2,)), 2)
     with pytest.raises(ValueError, match="inverse"):
-        fit_vi(gbnf, lambda z: -jnp.sum(z**2), key=jax.random.PRNGKey(0), steps=1)
+        boost_vi(gbnf, lambda z: -jnp.sum(z**2), key=jax.random.PRNGKey(0), steps=1)
 
 
 def test_weights_valid_and_additive_density_integrates_to_one(additive):
@@ -145,7 +150,7 @@ def test_frozen_components_unchanged_when_growing(additive):
     bigger, grown = gbnf.grow(params, jax.random.PRNGKey(9))
     assert bigger.num_components == 4 and bigger.num_active(grown) == 3
     before_new = jax.tree.map(lambda a: np.asarray(a[3]), grown["components"])
-    params2, info2 = fit_density(
+    params2, info2 = boost_density(
         bigger, train, key=jax.random.PRNGKey(2), steps=100, val_data=val, params=grown
     )
     assert [s["component"] for s in info2["stages"]] == [3]
@@ -165,7 +170,7 @@ def test_frozen_components_unchanged_when_growing(additive):
 def test_importance_reweighting_and_finetune_run():
     train, val, test = _toy("2spirals", n=(1500, 500, 500))
     gbnf = GBNF(component_flow("realnvp", 2, 2, (16,)), 2)
-    params, info = fit_density(
+    params, info = boost_density(
         gbnf,
         train,
         key=jax.random.PRNGKey(0),
@@ -185,7 +190,7 @@ def test_importance_reweighting_and_finetune_run():
 def test_multiplicative_partition_function():
     train, val, _ = _toy("8gaussians", n=(1500, 500, 10))
     gbnf = GBNF(component_flow("realnvp", 2, 2, (16,)), 2, boosting="multiplicative")
-    params, info = fit_density(gbnf, train, key=jax.random.PRNGKey(3), steps=150, val_data=val)
+    params, info = boost_density(gbnf, train, key=jax.random.PRNGKey(3), steps=150, val_data=val)
     assert info["stages"][1]["log_z_ess"] > 100
     unnorm = {**params, "log_z": jnp.zeros(())}
     log_z_grid = float(log_normalizer_grid(lambda x: gbnf.log_prob(unnorm, x), 9.0, 300))
@@ -212,14 +217,14 @@ def test_boosted_vi_learned_weight_improves_elbo():
 
     gbnf = GBNF(component_flow("realnvp_actnorm", 2, 1, (16,)), 2)
     kw = dict(key=jax.random.PRNGKey(0), steps=400, num_samples=128, regularization=0.8)
-    params, info = fit_vi(gbnf, log_target, rho_lr=0.05, **kw)
-    _, info_ls = fit_vi(gbnf, log_target, rho_method="line_search", **kw)
+    params, info = boost_vi(gbnf, log_target, rho_lr=0.05, **kw)
+    _, info_ls = boost_vi(gbnf, log_target, rho_method="line_search", **kw)
     rho, rho_ls = info["stages"][1]["rho"], info_ls["stages"][1]["rho"]
     assert 0.0 <= rho <= 1.0 and abs(rho - rho_ls) < 0.1
     initial = gbnf.set_component_weight(params, 1, info["stages"][1]["rho_init"])
     k = jax.random.PRNGKey(7)
-    elbo_learned = float(mixture_elbo(gbnf, params, k, log_target, 20000))
-    elbo_initial = float(mixture_elbo(gbnf, initial, k, log_target, 20000))
+    elbo_learned = float(elbo(gbnf, params, k, log_target, 20000))
+    elbo_initial = float(elbo(gbnf, initial, k, log_target, 20000))
     assert elbo_learned > elbo_initial + 0.05
 
 
@@ -227,7 +232,7 @@ def test_planar_components_vi_and_inverse():
     """Planar components need their scalar-root inverse for G(z); log_prob of samples matches
     the forward-pass log-density of the component that produced them."""
     gbnf = GBNF(component_flow("planar", 2, 4), 2)
-    params, info = fit_vi(
+    params, info = boost_vi(
         gbnf,
         lambda z: -0.5 * jnp.sum((z - 1.0) ** 2),
         key=jax.random.PRNGKey(1),
@@ -247,7 +252,7 @@ def test_conditional_gbnf_normalised_per_context():
     ctx = jax.random.uniform(kx, (2000, 1), minval=-1, maxval=1)
     y = jnp.concatenate([2 * ctx, -ctx], 1) + 0.3 * jax.random.normal(ky, (2000, 2))
     gbnf = GBNF(component_flow("realnvp", 2, 2, (16,), context_shape=(1,)), 2)
-    params, info = fit_density(
+    params, info = boost_density(
         gbnf, np.asarray(y), context=np.asarray(ctx), key=jax.random.PRNGKey(1), steps=500
     )
     for c in (-0.8, 0.5):
@@ -269,7 +274,7 @@ def test_conditional_gbnf_normalised_per_context():
 def test_8gaussians_boosting_beats_single_component(seed):
     train, val, test = _toy(seed=seed, n=(20000, 2000, 5000))
     gbnf = GBNF(component_flow("realnvp", 2, 1, (64,)), 8, alternate=True)
-    params, info = fit_density(
+    params, info = boost_density(
         gbnf, train, key=jax.random.PRNGKey(seed), steps=2000, batch_size=512, val_data=val
     )
     first = gbnf.set_weights(params, [1.0] + [0.0] * 7)
@@ -302,6 +307,7 @@ def test_scan_component_map_matches_vmap():
         GBNF(flow, 2, component_map="pmap")
 
 
+@pytest.mark.e2e
 def test_notebook_02_gbnf_runs(monkeypatch, tmp_path):
     """The notebook boosts a flow at small size (sizes from the environment)."""
     nbformat = pytest.importorskip("nbformat")
@@ -322,3 +328,95 @@ def test_notebook_02_gbnf_runs(monkeypatch, tmp_path):
     out = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert "test NLL: first component" in out and "GBNF C=3" in out
     assert "integrates to 1 on the grid: True" in out and "C=4: rho" in out
+
+
+# -- the flow-family factory ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", FLOW_FAMILIES)
+def test_make_flow_family_density_matches_its_samples(name):
+    """Every family: ``log_prob`` (inverse maps) of the flow's own draws equals the density
+    returned with them (forward maps), at perturbed (non-identity) params."""
+    flow = make_flow(name, 3, num_layers=2, hidden=(8,))
+    params = flow.init(jax.random.PRNGKey(0))
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+    noisy = [
+        p + 0.05 * jax.random.normal(k, p.shape) if jnp.issubdtype(p.dtype, jnp.floating) else p
+        for p, k in zip(leaves, keys, strict=True)
+    ]
+    params = jax.tree.unflatten(tree, noisy)
+    draw = jax.jit(lambda p, k: flow.sample_and_log_prob(p, k, 64))
+    x, log_q = draw(params, jax.random.PRNGKey(2))
+    assert x.shape == (64, 3)
+    np.testing.assert_allclose(jax.jit(flow.log_prob)(params, x), log_q, atol=2e-3, rtol=1e-4)
+
+
+def test_make_flow_bad_input_and_conditional():
+    for kwargs, match in [
+        ({"name": "nice", "dim": 2}, "unknown flow family"),
+        ({"name": "realnvp", "dim": 1}, "dim >= 2"),
+        ({"name": "realnvp", "dim": 0}, "dim must be"),
+        ({"name": "maf", "dim": 2, "num_layers": 0}, "num_layers"),
+        ({"name": "planar", "dim": 2, "context_shape": (1,)}, "unconditional"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            make_flow(**kwargs)
+    flow = make_flow("maf", 2, num_layers=1, hidden=(8,), context_shape=(3,))
+    params = flow.init(jax.random.PRNGKey(0))
+    ctx = jnp.ones((5, 3))
+    assert flow.log_prob(params, jnp.zeros((5, 2)), ctx).shape == (5,)
+    # the elementwise affine front layer starts the flow at its base (identity at init)
+    plain = make_flow("mean_field", 2)
+    p = plain.init(jax.random.PRNGKey(0))
+    x = jnp.array([[0.3, -1.0]])
+    np.testing.assert_allclose(plain.log_prob(p, x), -jnp.sum(x**2) / 2 - jnp.log(2 * jnp.pi))
+
+
+# -- Algorithm 1: projected SGD on rho --------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", [0.3, 1.7, -0.4])
+def test_rho_sgd_is_projected_sgd_with_decaying_step(target):
+    """On F(rho) = (rho - t)^2 the iterates follow rho <- clip(rho - lr/(1 + d k) F'(rho), 0, 1)
+    (computed here by hand) and end at the constrained minimiser clip(t, 0, 1)."""
+    lr, decay = 0.3, 0.05
+    tr = rho_sgd_transition(lambda rho, batch, key: 2.0 * (rho - target), lr, decay, tol=0.0)
+    result = fit(tr, tr.init(0.5), key=jax.random.PRNGKey(0), steps=300, progress=False)
+    ref = 0.5
+    for k in range(300):
+        ref = min(max(ref - lr / (1 + decay * k) * 2.0 * (ref - target), 0.0), 1.0)
+    assert float(result.state.rho) == pytest.approx(ref, abs=1e-5)
+    assert float(result.state.rho) == pytest.approx(min(max(target, 0.0), 1.0), abs=1e-3)
+
+
+# -- data parallelism -------------------------------------------------------------------------
+
+WORKER = os.path.join(os.path.dirname(__file__), "gbnf_worker.py")
+
+
+def _worker(out, xla_flags, *args):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COORDINATOR")}
+    env["XLA_FLAGS"] = xla_flags
+    proc = subprocess.run(
+        [sys.executable, WORKER, str(out), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return np.load(out)
+
+
+def test_boosting_on_four_simulated_devices_matches_one(tmp_path):
+    """Boosting stages and the rho SGD on a 4-device mesh (batches sharded) give the params of
+    the single-device run."""
+    one = _worker(tmp_path / "one.npz", "")
+    four = _worker(tmp_path / "four.npz", "--xla_force_host_platform_device_count=4", "--mesh")
+    assert int(four["devices"]) == 4 and int(one["devices"]) == 1
+    assert 0.0 < float(one["rho"]) < 1.0
+    np.testing.assert_allclose(float(one["rho"]), float(four["rho"]), atol=1e-5)
+    keys = sorted((k for k in one.files if k.startswith("arr_")), key=lambda k: int(k[4:]))
+    for k in keys:
+        np.testing.assert_allclose(one[k], four[k], atol=2e-5)

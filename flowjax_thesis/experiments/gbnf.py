@@ -24,17 +24,11 @@ from flowjax_thesis.data.tabular import load_tabular
 from flowjax_thesis.data.toy import train_val_test
 from flowjax_thesis.experiments import register
 from flowjax_thesis.experiments.flows_2d import NORMALIZABLE, vi_report
+from flowjax_thesis.families import component_flow
 from flowjax_thesis.flows import realnvp_flow
 from flowjax_thesis.grid import density_on_grid, log_normalizer_grid
-from flowjax_thesis.models.gbnf import (
-    GBNF,
-    component_flow,
-    fit_density,
-    fit_vi,
-    importance_log_evidence,
-    mixture_elbo,
-    num_parameters,
-)
+from flowjax_thesis.models.gbnf import GBNF, boost_density, boost_vi, num_parameters
+from flowjax_thesis.objectives import elbo, importance_log_evidence
 from flowjax_thesis.plotting import grid_figure, plt, show_density, show_samples
 from flowjax_thesis.targets import TARGET_LIMITS, get_target
 from flowjax_thesis.train import fit_vi as fit_vi_flow
@@ -126,12 +120,14 @@ def gbnf_density_matching(cfg: dict, run) -> dict:
             optimizer=optax.adam(cfg["lr"]),
             chunk_size=min(cfg["steps"], 1000),
             progress=False,
+            run=run,
+            tags={"target": name, "model": "realnvp"},
         )
         t_base = time.time() - t0
         normalizable = name in NORMALIZABLE
         base = vi_report(baseline, p_base, log_target, k_eval, lim, cfg, normalizable)
         t0 = time.time()
-        p_gbnf, info = fit_vi(
+        p_gbnf, info = boost_vi(
             gbnf,
             log_target,
             key=k_gbnf,
@@ -140,14 +136,12 @@ def gbnf_density_matching(cfg: dict, run) -> dict:
             optimizer=optax.adam(cfg["lr"]),
             regularization=cfg["regularization"],
             run=run,
-            label=f"gbnf-{name}",
+            tags={"target": name, "model": "gbnf"},
         )
         t_gbnf = time.time() - t0
         k1, k2 = jax.random.split(k_eval)
         elbo_g = float(
-            jax.jit(lambda p, k=k1, t=log_target: mixture_elbo(gbnf, p, k, t, cfg["eval_samples"]))(
-                p_gbnf
-            )
+            jax.jit(lambda p, k=k1, t=log_target: elbo(gbnf, p, k, t, cfg["eval_samples"]))(p_gbnf)
         )
         logz_g = float(
             jax.jit(
@@ -299,7 +293,7 @@ def gbnf_toy_density(cfg: dict, run) -> dict:
             gbnf = GBNF(
                 component_flow(cfg["family"], 2, depth, cfg["hidden"]), c_max, alternate=True
             )
-            params, info = fit_density(
+            params, info = boost_density(
                 gbnf,
                 train,
                 key=jax.random.fold_in(key, 100 * i + j),
@@ -310,7 +304,7 @@ def gbnf_toy_density(cfg: dict, run) -> dict:
                 reweight=cfg["reweight"],
                 finetune_passes=cfg["finetune_passes"],
                 run=run,
-                label=f"{name}-K{depth}",
+                tags={"data": name, "K": depth},
             )
             test_nll = jax.jit(lambda p, gbnf=gbnf, x=test: -jnp.mean(gbnf.log_prob(p, x)))
             res = {"realnvp_first_component": float(test_nll(_prefix(gbnf, params, 1)))}
@@ -414,7 +408,7 @@ def gbnf_tabular(cfg: dict, run) -> dict:
                 cfg["components"],
                 alternate=True,
             )
-            params, info = fit_density(
+            params, info = boost_density(
                 gbnf,
                 data.train,
                 key=jax.random.PRNGKey(seed),
@@ -423,7 +417,7 @@ def gbnf_tabular(cfg: dict, run) -> dict:
                 optimizer=optax.adam(cfg["lr"]),
                 val_data=data.val,
                 run=run,
-                label=f"{fam}-seed{seed}",
+                tags={"family": fam, "seed": seed},
             )
             ll = jax.jit(lambda p, gbnf=gbnf: jnp.mean(gbnf.log_prob(p, data.test)))
             single.append(float(ll(_prefix(gbnf, params, 1))))

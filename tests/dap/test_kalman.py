@@ -1,9 +1,13 @@
+import jax
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowjax_thesis.models.dap.kalman import dense_posterior, kalman_smoother
+
+# jitted once: the noise levels are traced, so the examples compile once per length only
+smoother = jax.jit(kalman_smoother)
 
 
 @settings(max_examples=20, deadline=None)
@@ -19,7 +23,7 @@ def test_smoother_matches_dense_posterior(seed, num_t, process_noise, obs_noise)
     obs = rng.normal(size=num_t)
     observed = rng.random(num_t) > 0.25
     observed[0] = True
-    res = kalman_smoother(
+    res = smoother(
         obs.astype(np.float32),
         times.astype(np.float32),
         process_noise=process_noise,

@@ -392,6 +392,7 @@ def test_nuts_reference_matches_the_conjugate_posterior():
 # -- the experiment and the notebook ------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_bayes_vi_smoke_through_the_cli(tmp_path):
     pytest.importorskip("numpyro")
     pytest.importorskip("arviz")
@@ -427,8 +428,10 @@ def test_bayes_vi_smoke_through_the_cli(tmp_path):
     assert all(r["time / ref"] > 0 and r["poststrat err (pp)"] >= 0 for r in mrp_fits)
     figures = {p.name for p in (out / "figures").iterdir()}
     assert {"marginals_funnel.png", "marginals_mrp.png", "poststrat_mrp.png"} <= figures
+    assert {"arviz_forest_funnel.png", "arviz_forest_mrp.png"} <= figures
 
 
+@pytest.mark.e2e
 def test_notebook_07_executes(tmp_path):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from flowjax_thesis.models.gbnf import (
     rho_sgd_transition,
 )
 from flowjax_thesis.objectives import elbo
+from flowjax_thesis.runs import Run
 from flowjax_thesis.train import fit
 
 
@@ -420,3 +423,38 @@ def test_boosting_on_four_simulated_devices_matches_one(tmp_path):
     keys = sorted((k for k in one.files if k.startswith("arr_")), key=lambda k: int(k[4:]))
     for k in keys:
         np.testing.assert_allclose(one[k], four[k], atol=2e-5)
+
+
+def test_boosting_resumes_stage_by_stage_from_run_checkpoints(tmp_path):
+    """Inside a run every stage and every rho fit checkpoints under its own tags: a second run
+    into the same directory restores finished stages without training, retrains a stage whose
+    checkpoints are gone, and ends with the same params and weights; no (tags, step) record
+    is duplicated in metrics.jsonl."""
+    train, val, _ = _toy(n=(512, 256, 10))
+    gbnf = GBNF(component_flow("realnvp", 2, 1, (8,)), 3, alternate=True)
+    kw = dict(
+        key=jax.random.PRNGKey(0),
+        steps=40,
+        batch_size=64,
+        val_data=val,
+        rho_method="sgd",
+        rho_steps=20,
+        tags={"model": "gbnf"},
+    )
+    with Run(str(tmp_path / "run"), quiet=True) as run:
+        p1, i1 = boost_density(gbnf, train, run=run, **kw)
+        ckpt_dir = run.checkpoint_dir
+    names = sorted(os.listdir(ckpt_dir))
+    assert sum("-rho" in n for n in names) == 2 and len(names) == 5, names
+    for name in names:  # "kill" the run during the third stage
+        if "component=2" in name:
+            shutil.rmtree(os.path.join(ckpt_dir, name))
+    with Run(str(tmp_path / "run"), quiet=True) as run:
+        p2, i2 = boost_density(gbnf, train, run=run, **kw)
+        records = run.read_metrics()
+    assert [len(r.history) > 0 for r in i2["results"]] == [False, False, True]
+    for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    assert [s["rho"] for s in i1["stages"]] == pytest.approx([s["rho"] for s in i2["stages"]])
+    keys = [(json.dumps(r.get("tags"), sort_keys=True), r["step"]) for r in records]
+    assert len(keys) == len(set(keys)) and len(keys) > 0

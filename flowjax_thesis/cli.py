@@ -23,7 +23,7 @@ import traceback
 from pathlib import Path
 
 from flowjax_thesis import experiments
-from flowjax_thesis.runs import Run, to_jsonable, write_json
+from flowjax_thesis.runs import Run, RunDirectoryError, in_use, to_jsonable, write_json
 
 
 class UserError(Exception):
@@ -43,6 +43,10 @@ def parse_sets(items: list[str] | None) -> dict[str, str]:
 def fresh_dir(path: str, resume: bool) -> str:
     """``path`` itself if new (or when resuming); otherwise ``path-2``, ``path-3``, ... so that
     an earlier run's outputs are never overwritten."""
+    if in_use(path):
+        raise UserError(
+            f"{path} is in use by a run that has not finished; wait for it, or choose another --out"
+        )
     if resume or not os.path.exists(path) or not os.listdir(path):
         os.makedirs(path, exist_ok=True)
         return path
@@ -53,23 +57,65 @@ def fresh_dir(path: str, resume: bool) -> str:
     return f"{path}-{i}"
 
 
-def run_experiment(name: str, profile: str, overrides: dict, out: str, quiet=False) -> dict:
+def check_resume(out: str, name: str, profile: str, cfg: dict, force: bool) -> None:
+    """Refuses ``--resume`` into another experiment's directory or with a changed config (unless
+    ``force``; the earlier config and summary are then kept beside the new ones)."""
+    path = os.path.join(out, "config.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        saved = json.load(f)
+    if saved.get("experiment") != name:
+        raise UserError(
+            f"{out} holds a run of experiment {saved.get('experiment')!r}, not {name!r}; "
+            "--resume it with that name or choose another --out"
+        )
+    new = to_jsonable({"experiment": name, "profile": profile, **cfg})
+    differ = sorted(k for k in set(saved) | set(new) if saved.get(k) != new.get(k))
+    if not differ:
+        return
+    if not force:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {new.get(k)!r}" for k in differ[:8])
+        raise UserError(
+            f"--resume with a config that differs from the one saved in {out} ({shown}); "
+            "resume with the same settings, or add --force to continue with the new ones"
+        )
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for name_ in ("config.json", "summary.json"):
+        old_path = os.path.join(out, name_)
+        if os.path.exists(old_path):
+            os.replace(old_path, os.path.join(out, f"{name_[:-5]}.before-{stamp}.json"))
+
+
+def run_experiment(
+    name: str,
+    profile: str,
+    overrides: dict,
+    out: str,
+    quiet=False,
+    resume: bool = False,
+    force: bool = False,
+) -> dict:
     try:
         exp = experiments.get(name)
         cfg = exp.config(profile, overrides)
-    except (KeyError, ValueError) as err:
+    except (KeyError, ValueError, TypeError) as err:
         raise UserError(err.args[0]) from None
-    run = Run(out, quiet=quiet)
-    run.write_config({"experiment": name, "profile": profile, **cfg})
-    run.print(f"== {name} (profile {profile}) -> {out}")
-    start = time.time()
+    if resume:
+        check_resume(out, name, profile, cfg, force)
     try:
-        summary = exp.fn(cfg, run)
+        run = Run(out, quiet=quiet)
+    except RunDirectoryError as err:
+        raise UserError(str(err)) from None
+    try:
+        run.write_config({"experiment": name, "profile": profile, **cfg})
+        run.print(f"== {name} (profile {profile}) -> {out}" + (" (resuming)" if resume else ""))
+        start = time.time()
+        summary = dict(exp.fn(cfg, run) or {})
+        summary.setdefault("wall_seconds", round(time.time() - start, 2))
+        run.write_summary(summary)
     finally:
         run.close()
-    summary = dict(summary or {})
-    summary.setdefault("wall_seconds", round(time.time() - start, 2))
-    run.write_summary(summary)
     return summary
 
 
@@ -85,8 +131,12 @@ def cmd_run(args) -> int:
 
     maybe_initialize_distributed()
     out = args.out or os.path.join("runs", f"{args.name}-{args.profile}")
+    if args.resume and not os.path.isdir(out):
+        raise UserError(f"--resume: {out} does not exist; there is nothing to resume")
     out = fresh_dir(out, args.resume)
-    summary = run_experiment(args.name, args.profile, parse_sets(args.set), out)
+    summary = run_experiment(
+        args.name, args.profile, parse_sets(args.set), out, resume=args.resume, force=args.force
+    )
     print(json.dumps(to_jsonable(summary), indent=2, sort_keys=True))
     return 0
 
@@ -202,6 +252,7 @@ def cmd_bench(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowjax-thesis", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the experiments")
     run = sub.add_parser("run", help="run one experiment")
@@ -213,6 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         action="store_true",
         help="reuse --out and resume from its checkpoints instead of a new directory",
+    )
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="with --resume: accept settings that differ from the saved config",
     )
     rep = sub.add_parser("reproduce", help="run every experiment and write a report")
     rep.add_argument("--profile", default="smoke", choices=experiments.PROFILES)
@@ -226,13 +282,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     handler = {"list": cmd_list, "run": cmd_run, "reproduce": cmd_reproduce, "bench": cmd_bench}
     try:
         return handler[args.command](args)
     except UserError as err:
         print(f"flowjax-thesis: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:
+        detail = f": {err}" if str(err) else ""
+        print(f"flowjax-thesis: interrupted{detail}; --resume continues", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if args.debug:
+            raise
+        print(f"flowjax-thesis: error: {type(err).__name__}: {one_line(err)}", file=sys.stderr)
+        print("(run again with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+def one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text[:600] + (" ..." if len(text) > 600 else "")
 
 
 if __name__ == "__main__":

@@ -47,13 +47,9 @@ def elbo(
     stick_the_landing: bool = False,
 ):
     """Monte-Carlo ELBO ``mean(log p~(x) - log q(x))`` with ``x ~ q`` (reparameterised)."""
+    x, log_q = flow.sample_and_log_prob(params, key, num_samples, context)
     if stick_the_landing:
-        base = flow.base_distribution()
-        z = base.sample(seed=key, sample_shape=(num_samples,))
-        x = flow.bijector(params, context).forward(z)
         log_q = flow.log_prob(jax.lax.stop_gradient(params), x, context)
-    else:
-        x, log_q = flow.sample_and_log_prob(params, key, num_samples, context)
     log_p = _batched_target(log_target, len(flow.event_shape))(x)
     return jnp.mean(log_p - log_q)
 

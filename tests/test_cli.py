@@ -1,7 +1,5 @@
 """The command line: listing, errors naming what was expected, every experiment's smoke run."""
 
-import json
-
 import pytest
 
 from flowjax_thesis import experiments
@@ -46,15 +44,3 @@ def test_existing_run_directory_is_never_overwritten(tmp_path):
 
     assert fresh_dir(str(out), resume=False) == f"{out}-2"
     assert (out / "summary.json").read_text() == "{}"
-
-
-@pytest.mark.parametrize("name", experiments.names())
-def test_smoke_profile_runs_end_to_end(name, tmp_path, capsys):
-    out = tmp_path / name
-    assert main(["run", name, "--profile", "smoke", "--out", str(out)]) == 0
-    for f in ("config.json", "summary.json", "log.txt"):
-        assert (out / f).exists(), f
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary and "wall_seconds" in summary
-    assert json.loads((out / "config.json").read_text())["profile"] == "smoke"
-    assert list((out / "figures").glob("*.png")), "every experiment draws at least one figure"

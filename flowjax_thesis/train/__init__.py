@@ -1,6 +1,9 @@
-"""The training engine: transitions, the fit loop, checkpoints and data parallelism."""
+"""The training engine: transitions, the fit loop, batch sources, checkpoints and data
+parallelism."""
 
-from flowjax_thesis.train.fit import Checkpointer, DivergenceError, FitResult, fit
+from flowjax_thesis.train.batches import EpochBatches, epoch_batches
+from flowjax_thesis.train.checkpoints import Checkpointer, CheckpointError
+from flowjax_thesis.train.fit import DivergenceError, FitResult, Interrupted, fit
 from flowjax_thesis.train.gradient import TrainState, gradient_transition
 from flowjax_thesis.train.recipes import fit_ml, fit_vi
 from flowjax_thesis.train.sharding import data_mesh, maybe_initialize_distributed, put_replicated
@@ -15,7 +18,11 @@ __all__ = [
     "fit_ml",
     "FitResult",
     "DivergenceError",
+    "Interrupted",
     "Checkpointer",
+    "CheckpointError",
+    "epoch_batches",
+    "EpochBatches",
     "data_mesh",
     "put_replicated",
     "maybe_initialize_distributed",

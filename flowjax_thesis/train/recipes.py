@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import optax
 
-from flowjax_thesis.flows import Flow, check_finite
+from flowjax_thesis.flows import Flow, as_float_array, check_finite, check_key
 from flowjax_thesis.objectives import max_likelihood_loss, nll, reverse_kl_loss
 from flowjax_thesis.train.fit import FitResult, fit
 from flowjax_thesis.train.gradient import gradient_transition
@@ -32,14 +32,42 @@ def fit_vi(
 ) -> tuple[object, FitResult]:
     """Maximises the ELBO of ``flow`` against the unnormalised ``log_target`` (one event in,
     a scalar out). ``num_samples`` draws per step; Adam(6e-4) by default, as in the blog."""
-    init_key, fit_key = jax.random.split(key)
+    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)):
+        raise TypeError(f"num_samples must be an int >= 1, got {num_samples!r}")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    init_key, fit_key = jax.random.split(check_key(key))
     params = flow.init(init_key) if params is None else params
+    check_target(flow, params, log_target, jax.random.fold_in(init_key, 1))
     optimizer = optimizer or optax.adam(6e-4)
     transition = gradient_transition(
         reverse_kl_loss(flow, log_target, num_samples, stick_the_landing), optimizer
     )
     result = fit(transition, transition.init(params), None, key=fit_key, steps=steps, **fit_kwargs)
     return result.state.params, result
+
+
+def check_target(flow: Flow, params, log_target: Callable, key, n: int = 16) -> None:
+    """A clear error unless ``log_target`` maps one event to a finite scalar at draws of the
+    initial flow (checked once, on the host, before training)."""
+    x = flow.sample(params, key, n)
+    try:
+        out = jax.vmap(log_target)(x)
+    except Exception as err:
+        raise ValueError(
+            f"log_target failed on a batch of events of shape {flow.event_shape}: "
+            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        ) from err
+    if np.shape(out) != (n,):
+        raise ValueError(
+            "log_target must return a scalar per event (one event of shape "
+            f"{flow.event_shape} in, a scalar out); it returned shape {np.shape(out)[1:]} per event"
+        )
+    if not np.all(np.isfinite(np.asarray(out))):
+        raise ValueError(
+            "log_target is not finite at draws of the initial flow "
+            f"(values {np.asarray(out)[:4].tolist()}...): it must be finite wherever q puts mass"
+        )
 
 
 def fit_ml(
@@ -65,12 +93,16 @@ def fit_ml(
     reported as ``val_loss`` every ``eval_every`` steps, and ``patience`` enables early stopping.
     ActNorm layers (if any) are initialised from a batch when ``data_init``.
     """
-    data = check_finite(data, "data")
+    data = check_finite(np.asarray(as_float_array(data, "data")), "data")
+    if len(data) == 0:
+        raise ValueError("the training data is empty (0 examples)")
     flow.check_inputs(data, context)  # shape check with a clear message
     if val_data is not None:
-        val_data = check_finite(val_data, "val_data")
+        val_data = check_finite(np.asarray(as_float_array(val_data, "val_data")), "val_data")
         flow.check_inputs(val_data, val_context)
-    init_key, fit_key = jax.random.split(key)
+    if context is not None:
+        context = check_finite(np.asarray(as_float_array(context, "context")), "context")
+    init_key, fit_key = jax.random.split(check_key(key))
     if params is None:
         params = flow.init(init_key)
         if data_init:

@@ -175,7 +175,7 @@ class VariationalDequantizer:
     def sample(self, params, key, x01):
         """``u`` in (0, 1) of ``x01``'s shape and ``log q(u | x)``."""
         flow = self.flow(x01.shape[1:])
-        h, log_q = flow.sample_and_log_prob(params, key, x01.shape[0], context=x01)
+        h, log_q = flow.sample_and_log_prob(params, key, None, context=x01)  # one per image
         log_sig = -jax.nn.softplus(-h) - jax.nn.softplus(h)  # log sigmoid'(h)
         return jax.nn.sigmoid(h), log_q - jnp.sum(log_sig, axis=(1, 2, 3))
 

@@ -64,6 +64,7 @@ def train_and_evaluate(data, compression: str, latent_size, cfg: dict, run=None,
         transition = ppca_flow_transition(model, _optimizer(cfg), anneal_steps=cfg["anneal_steps"])
     else:
         transition = gradient_training(model, _optimizer(cfg))
+    label = label or f"{compression}_d{latent_size}"
     t0 = time.time()
     result = fit(
         transition,
@@ -74,15 +75,11 @@ def train_and_evaluate(data, compression: str, latent_size, cfg: dict, run=None,
         batch_size=cfg["batch_size"],
         chunk_size=min(cfg["steps"], 250),
         progress=False,
+        run=run,
+        tags={"model": label},
     )
     seconds = time.time() - t0
     params = result.state.params
-    label = label or f"{compression}_d{latent_size}"
-    if run is not None:
-        for record in result.history:
-            run.log_metrics(
-                record["step"], model=label, **{k: v for k, v in record.items() if k != "step"}
-            )
     test = data.test[: cfg["n_test"]] if cfg["n_test"] else data.test
     out = {
         "compression": compression,

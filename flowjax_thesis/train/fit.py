@@ -213,7 +213,8 @@ def fit(
       checkpoint_dir, checkpoint_every: orbax checkpoints (default every ``eval_every`` or
         ``chunk_size`` steps) and resume from the newest readable one. With ``run`` and no
         ``checkpoint_dir``, the run's directory for ``tags`` is used.
-      run: a :class:`~flowjax_thesis.runs.Run` receiving metrics; None to skip logging.
+      run: a :class:`~flowjax_thesis.runs.Run` receiving metrics; None to skip logging. The
+        returned history of a resumed training starts with the records logged before.
       tags: names this training in the run's metrics and checkpoints (distinct per training).
       mesh: a 1-D ``"data"`` mesh for data parallelism (state replicated, batches sharded).
     """
@@ -256,8 +257,15 @@ def fit(
         best_state = state
         if run is not None:
             run.print(f"[{desc}] resumed from checkpoint at step {step} ({ckpt.directory})")
+    history: list[dict] = []
     if run is not None and main_process:
         run.drop_metrics(tags, after_step=step)
+        # a resumed training's history starts with the records logged before its checkpoint
+        history = [
+            {k: v for k, v in r.items() if k != "tags"}
+            for r in run.read_metrics()
+            if r.get("tags", {}) == tags
+        ]
 
     def save(at_step, st):
         if ckpt is not None:
@@ -285,7 +293,6 @@ def fit(
                 break
         return st, _stack(records), finite
 
-    history: list[dict] = []
     stopped = "completed"
     start_step = step
     bar = tqdm(

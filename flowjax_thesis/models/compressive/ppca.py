@@ -64,15 +64,6 @@ def check_latent_size(d: int, D: int, what: str = "PPCA") -> None:
         )
 
 
-def ppca_params(A, mu, sigma2) -> dict:
-    """Params dict ``{"A": (D, d), "mu": (D,), "log_sigma2": ()}``."""
-    return {
-        "A": jnp.asarray(A),
-        "mu": jnp.asarray(mu),
-        "log_sigma2": jnp.log(jnp.asarray(sigma2)),
-    }
-
-
 def _chol_m(A, sigma2):
     d = A.shape[1]
     M = A.T @ A + sigma2 * jnp.eye(d, dtype=A.dtype)

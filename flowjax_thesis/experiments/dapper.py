@@ -55,28 +55,48 @@ def _dap_cfg(cfg: dict, num_topics: int, rho_reg: float):
     )
 
 
-def _train_dapper(run, name, dcfg, train, test, *, epochs, batch_size, chunk, budget, seed):
+def _epoch_rows(history: list[dict], eval_key: str) -> list[dict]:
+    """One row per epoch of a training's ``history`` (the engine's records, including those
+    logged before a resume): the evaluation value ``eval_key``, the cumulative training seconds,
+    the seconds and the tokens of the epoch."""
+    rows, seconds, tokens, last = [], 0.0, 0.0, 0.0
+    for rec in history:
+        seconds += rec.get("step_seconds", 0.0)
+        tokens += rec.get("train_tokens", 0.0)
+        if eval_key in rec:
+            rows.append(
+                {
+                    "epoch": len(rows) + 1,
+                    eval_key: rec[eval_key],
+                    "train_seconds": seconds,
+                    "epoch_seconds": seconds - last,
+                    "train_tokens": tokens,
+                }
+            )
+            last, tokens = seconds, 0.0
+    return rows
+
+
+def _train_dapper(run, tags, dcfg, train, test, *, epochs, batch_size, chunk, seed):
     """Fits DAPPER, evaluating document-completion PWLL after each epoch; returns (state, rows)."""
     from flowjax_thesis.models.dap import evaluation as ev
     from flowjax_thesis.models.dap.training import fit_dapper
 
-    def callback(epoch, state, rec):
-        r = ev.completion_pwll(dcfg, state, test, train=train, seed=seed)
-        run.log_metrics(epoch, model=name, pwll=r["pwll"], **rec)
-        return {"pwll": r["pwll"]}
+    def eval_fn(state):
+        return {"pwll": ev.completion_pwll(dcfg, state, test, train=train, seed=seed)["pwll"]}
 
-    state, hist = fit_dapper(
+    result = fit_dapper(
         train,
         dcfg,
         key=jax.random.PRNGKey(seed),
         epochs=epochs,
         batch_size=batch_size,
         chunk=chunk,
-        time_budget=budget,
-        callback=callback,
-        seed=seed,
+        eval_fn=eval_fn,
+        run=run,
+        tags=tags,
     )
-    return state, hist
+    return result.state, _epoch_rows(result.history, "pwll")
 
 
 def _at_budget(hist, budget):
@@ -231,16 +251,16 @@ def dapper_news(cfg: dict, run) -> dict:
         full_states = {}
         for name, bs, rho_reg in variants:
             dcfg = _dap_cfg(cfg, k, rho_reg)
+            tags = {"K": k, "batch": "full" if bs is None else bs, "rho_reg": str(rho_reg)}
             state, hist = _train_dapper(
                 run,
-                f"K{k} {name}",
+                tags,
                 dcfg,
                 train,
                 test,
                 epochs=cfg["epochs"],
                 batch_size=bs,
                 chunk=cfg["chunk"],
-                budget=None,
                 seed=seed,
             )
             row = {
@@ -255,9 +275,7 @@ def dapper_news(cfg: dict, run) -> dict:
             }
             if bs is None and len(hist) > 1:
                 # one pass over the training corpus, compile time excluded (epoch 2)
-                row["tokens_per_second"] = train.num_tokens / (
-                    hist[1]["train_seconds"] - hist[0]["train_seconds"]
-                )
+                row["tokens_per_second"] = train.num_tokens / hist[1]["epoch_seconds"]
             res[name] = row
             run.print(f"K={k} {name}: " + ", ".join(f"{a}={_fmt(b)}" for a, b in row.items()))
             if bs is None:
@@ -390,24 +408,21 @@ def dapper_synthetic(cfg: dict, run) -> dict:
     )
     best = None
     for restart in range(cfg["restarts"]):
-        elbos: list[float] = []
-
-        def callback(epoch, state, rec, elbos=elbos, restart=restart):
-            e = corpus_elbo(dcfg, state, train)
-            elbos.append(e)
-            run.log_metrics(epoch, restart=restart, elbo=e, **rec)
-            return {"elbo": e}
-
-        state, hist = fit_dapper(
+        tags = {"model": "dapper", "restart": restart}
+        result = fit_dapper(
             train,
             dcfg,
             key=jax.random.PRNGKey(cfg["seed"] + restart),
             epochs=cfg["epochs"],
-            callback=callback,
+            eval_fn=lambda state: {"elbo": corpus_elbo(dcfg, state, train)},
+            run=run,
+            tags=tags,
         )
+        hist = _epoch_rows(result.history, "elbo")
+        elbos = [h["elbo"] for h in hist]
         run.print(f"restart {restart}: final ELBO {elbos[-1]:.1f}")
         if best is None or elbos[-1] > best[0][-1]:
-            best = (elbos, state, hist)
+            best = (elbos, result.state, hist)
     elbos, state, hist = best
     tw = ev.topic_word(state)
     _, l1 = ev.match_topics(tw, truth.beta)

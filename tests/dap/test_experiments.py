@@ -6,6 +6,9 @@ import pytest
 from flowjax_thesis.experiments import get
 from flowjax_thesis.runs import Run
 
+# end-to-end runs of the smoke profiles (minutes on 2 cores): checks of the numbers they produce
+pytestmark = pytest.mark.e2e
+
 
 def test_dapper_synthetic_smoke(tmp_path):
     exp = get("dapper-synthetic")

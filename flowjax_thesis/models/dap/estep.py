@@ -234,7 +234,9 @@ def batch_stats(cfg, state, corpus: Corpus, doc_ids, chunk: int, mesh=None) -> S
     """Statistics of the documents ``doc_ids``, accumulated over padded chunks.
 
     Documents are processed in order of length so that each chunk is padded to a short width;
-    memory is bounded by ``chunk`` whatever the number of documents.
+    memory is bounded by ``chunk`` whatever the number of documents. Fewer than ``chunk``
+    documents are padded to the next power of two (so that a smaller last mini-batch of an epoch
+    reuses a compiled shape); padded documents are masked and add nothing.
     """
     doc_ids = np.asarray(doc_ids)
     if len(doc_ids) == 0:
@@ -242,7 +244,8 @@ def batch_stats(cfg, state, corpus: Corpus, doc_ids, chunk: int, mesh=None) -> S
     lens = np.diff(np.asarray(corpus.indptr))[doc_ids]
     doc_ids = doc_ids[np.argsort(lens, kind="stable")]
     mult = mesh.size if mesh is not None else 1
-    size = int(np.ceil(min(chunk, len(doc_ids)) / mult) * mult)
+    size = min(chunk, 1 << int(np.ceil(np.log2(len(doc_ids)))))
+    size = int(np.ceil(size / mult) * mult)
     total = None
     for lo in range(0, len(doc_ids), chunk):
         batch = corpus.batch(doc_ids[lo : lo + chunk], pad_docs_to=size)

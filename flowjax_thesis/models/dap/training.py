@@ -1,50 +1,74 @@
-"""Training DAPPER: the transition and the epoch driver (thesis section 3.5).
+"""Training DAPPER through the engine (thesis section 3.5).
 
-``batch_size=None`` is full-batch variational EM (statistics of the whole corpus, streamed in
-chunks, then one M-step with rho = 1 per epoch); otherwise stochastic mini-batches with
-rho_i = (i + tau0)^-kappa.
+One step of :func:`dapper_transition` is one E-step over a set of documents followed by one
+M-step: the whole corpus for full-batch variational EM (``batch_size=None``: rho = 1, one step
+per epoch), or a mini-batch of document ids (stochastic variational inference with
+rho_i = (i + tau0)^-kappa and statistics scaled by D / b). The step streams its documents through
+the jitted (and, with a device mesh, sharded) E-step in padded chunks of documents sorted by
+length, so memory stays bounded by the chunk whatever the corpus size; it therefore runs from the
+host (``mode="host"`` of :func:`flowjax_thesis.train.fit`) rather than under one ``jit``.
+
+:func:`fit_dapper` is one call of the engine: the mini-batch order is a pure function of the step
+(a seeded permutation per epoch, :func:`flowjax_thesis.train.epoch_batches`), the held-out metric
+is the engine's ``eval_fn`` once per epoch, and with ``run`` and ``tags`` the engine logs every
+step to ``metrics.jsonl``, checkpoints into the run directory and resumes from there.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowjax_thesis.models.dap.corpus import Corpus, DocBatch
-from flowjax_thesis.models.dap.estep import batch_stats, e_step, full_batch_stats, sharded_e_step
-from flowjax_thesis.models.dap.mstep import global_elbo, m_step, m_step_jit
+from flowjax_thesis.models.dap.corpus import Corpus
+from flowjax_thesis.models.dap.estep import batch_stats, full_batch_stats
+from flowjax_thesis.models.dap.mstep import global_elbo, m_step_jit
 from flowjax_thesis.models.dap.state import DapConfig, DapState, init_state
-from flowjax_thesis.train.transition import Transition
+from flowjax_thesis.train import FitResult, Transition, epoch_batches, fit
 
 
-def dapper_transition(cfg: DapConfig, num_docs: int, mesh=None) -> Transition:
-    """Mini-batch DAPPER as a :class:`Transition`: ``step`` = E-step on the batch + M-step.
+def dapper_transition(cfg: DapConfig, corpus: Corpus, *, chunk: int = 256, mesh=None) -> Transition:
+    """DAPPER on ``corpus`` as a host-mode :class:`~flowjax_thesis.train.Transition`.
 
-    ``init(key, corpus)`` builds the state; ``step(state, batch, key)`` is pure (the key is
-    unused: DAPPER's updates are deterministic given the batch order).
+    ``init(key)`` builds the initial state (:func:`~flowjax_thesis.models.dap.state.init_state`).
+    ``step(state, batch, key)``: ``batch`` is None for a full-batch epoch or an array of document
+    ids for a mini-batch; the key is unused (DAPPER's updates are deterministic given the
+    documents). The metrics are host floats: the local ELBO terms per word of the batch under the
+    state before the update, its token count, the step size rho, the mean number of local
+    iterations and the wall-clock seconds of the step.
     """
+    if corpus.num_docs == 0:
+        raise ValueError("corpus: expected at least one document, got an empty corpus")
+    if chunk < 1:
+        raise ValueError(f"chunk: expected a positive number of documents, got {chunk}")
+    num_docs = corpus.num_docs
 
-    def init(key, corpus: Corpus) -> DapState:
+    def init(key: jax.Array) -> DapState:
         return init_state(key, corpus, cfg)
 
-    def step(state: DapState, batch: DocBatch, key=None):
+    def step(state: DapState, batch, key=None):
         del key
-        if mesh is not None and mesh.size > 1:
-            loc, stats = sharded_e_step(cfg, mesh)(state, batch)
+        t0 = time.perf_counter()
+        if batch is None:
+            stats = full_batch_stats(cfg, state, corpus, chunk, mesh)
+            docs, scale, rho = num_docs, 1.0, 1.0
         else:
-            loc, stats = e_step(cfg, state, batch)
-        b = jnp.maximum(jnp.sum(batch[4]), 1.0)
-        rho = cfg.step_size(state.step.astype(jnp.float32))
-        new = m_step(cfg, state, stats, num_docs / b, rho)
+            ids = np.asarray(batch).reshape(-1)
+            stats = batch_stats(cfg, state, corpus, ids, chunk, mesh)
+            docs = len(ids)
+            scale, rho = num_docs / docs, float(cfg.step_size(int(state.step)))
+        new = m_step_jit(cfg, state, stats, jnp.float32(scale), jnp.float32(rho))
+        jax.block_until_ready(new)
+        words = max(float(stats.words), 1.0)
         metrics = {
-            "batch_elbo_per_word": stats.elbo / jnp.maximum(stats.words, 1.0),
+            "train_elbo_docs_per_word": float(stats.elbo) / words,
+            "train_tokens": float(stats.words),
             "rho": rho,
-            "mean_local_iters": stats.iters / b,
+            "mean_local_iters": float(stats.iters) / docs,
+            "step_seconds": time.perf_counter() - t0,
         }
         return new, metrics
 
@@ -61,58 +85,64 @@ def fit_dapper(
     chunk: int = 256,
     state: DapState | None = None,
     mesh=None,
-    time_budget: float | None = None,
-    callback: Callable[[int, DapState, dict], Any] | None = None,
-    seed: int = 0,
-) -> tuple[DapState, list[dict]]:
-    """Trains DAPPER on ``corpus``.
+    eval_fn: Callable[[DapState], dict] | None = None,
+    run=None,
+    tags: dict | None = None,
+    progress: bool = False,
+) -> FitResult:
+    """Trains DAPPER on ``corpus`` for ``epochs`` passes; returns the engine's ``FitResult``.
 
-    ``batch_size=None`` is full-batch variational EM (statistics of the whole corpus, streamed in
-    chunks of ``chunk`` documents, then one M-step with rho = 1 per epoch); otherwise stochastic
-    mini-batches of ``batch_size`` documents with rho_i = (i + tau0)^-kappa. ``callback(epoch,
-    state, record)`` runs after each epoch (e.g. held-out evaluation); its returned dict is merged
-    into the record. ``time_budget`` (seconds of training, callbacks excluded) stops early.
+    Args:
+      key: initializes the state (unless ``state`` is given) and seeds the mini-batch order.
+      batch_size: None for full-batch variational EM (one step per epoch); otherwise stochastic
+        mini-batches of that many documents (``ceil(D / batch_size)`` steps per epoch).
+      chunk: documents per padded E-step call (bounds the memory).
+      mesh: a 1-D device mesh (:func:`flowjax_thesis.train.data_mesh`): each chunk's documents
+        are sharded over it and the statistics summed across devices.
+      eval_fn: ``state -> dict`` of floats after every epoch (e.g. held-out PWLL); its values are
+        merged into that step's record.
+      run, tags: log to the run's ``metrics.jsonl`` and checkpoint into its directory under
+        ``tags``; a rerun with ``--resume`` continues from the last checkpoint.
+
+    ``history`` of the result has one record per step: the metrics of :func:`dapper_transition`
+    and the ``eval_fn`` values at the end of each epoch (with ``run``, a resumed training's
+    history starts with the records logged before the resume).
     """
-    if corpus.num_docs == 0:
-        raise ValueError("empty corpus")
-    state = init_state(key, corpus, cfg) if state is None else state
-    history: list[dict] = []
-    train_time = 0.0
-    for epoch in range(epochs):
-        t0 = time.perf_counter()
-        if batch_size is None:
-            stats = full_batch_stats(cfg, state, corpus, chunk, mesh)
-            elbo_docs = float(stats.elbo)
-            state = m_step_jit(cfg, state, stats, jnp.float32(1.0), jnp.float32(1.0))
-            words = float(stats.words)
-        else:
-            elbo_docs, words = 0.0, 0.0
-            order = np.random.default_rng(seed + epoch).permutation(corpus.num_docs)
-            for lo in range(0, corpus.num_docs, batch_size):
-                ids = order[lo : lo + batch_size]
-                stats = batch_stats(cfg, state, corpus, ids, chunk, mesh)
-                b = float(len(ids))
-                rho = jnp.float32(cfg.step_size(int(state.step)))
-                state = m_step_jit(cfg, state, stats, jnp.float32(corpus.num_docs / b), rho)
-                elbo_docs += float(stats.elbo)
-                words += float(stats.words)
-        jax.block_until_ready(state.lam)
-        train_time += time.perf_counter() - t0
-        rec = {
-            "epoch": epoch + 1,
-            "train_seconds": train_time,
-            "train_elbo_docs_per_word": elbo_docs / max(words, 1.0),
-            "train_tokens": words,
-        }
-        if callback is not None:
-            rec.update(callback(epoch + 1, state, rec) or {})
-        history.append(rec)
-        if time_budget is not None and train_time >= time_budget:
-            break
-    return state, history
+    if epochs < 0:
+        raise ValueError(f"epochs: expected >= 0, got {epochs}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive integer or None, got {batch_size}")
+    transition = dapper_transition(cfg, corpus, chunk=chunk, mesh=mesh)
+    state = transition.init(key) if state is None else state
+    if batch_size is None:
+        batches, steps_per_epoch = None, 1
+    else:
+        order_key = jax.random.fold_in(key, 1)
+        batches = epoch_batches(
+            np.arange(corpus.num_docs), batch_size, order_key, drop_remainder=False
+        )
+        steps_per_epoch = batches.steps_per_epoch
+    return fit(
+        transition,
+        state,
+        key=key,
+        steps=epochs * steps_per_epoch,
+        batches=batches,
+        mode="host",
+        chunk_size=1,
+        eval_fn=eval_fn,
+        eval_every=steps_per_epoch if eval_fn is not None else None,
+        run=run,
+        tags=tags,
+        progress=progress,
+        mesh=mesh,
+    )
 
 
 def corpus_elbo(cfg: DapConfig, state: DapState, corpus: Corpus, chunk: int = 256) -> float:
     """Full ELBO of ``corpus`` (local terms after a fresh E-step, plus the global terms)."""
     stats = full_batch_stats(cfg, state, corpus, chunk)
-    return float(stats.elbo) + float(jax.jit(global_elbo, static_argnums=0)(cfg, state))
+    return float(stats.elbo) + float(_global_elbo(cfg, state))
+
+
+_global_elbo = jax.jit(global_elbo, static_argnums=0)

@@ -24,7 +24,6 @@ masked to that row as well (``one_hot(index)``), so frozen components stay bit-i
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,12 +38,6 @@ from flowjax_thesis.models.gbnf.model import GBNF
 from flowjax_thesis.models.gbnf.weights import take
 from flowjax_thesis.train import fit
 from flowjax_thesis.train.transition import Transition
-
-_FIT_ARGS = set(inspect.signature(fit).parameters)
-
-
-def _fit(*args, **kwargs):  # TEMPORARY: drops arguments the engine does not take yet
-    return fit(*args, **{k: v for k, v in kwargs.items() if k in _FIT_ARGS})
 
 
 @flax.struct.dataclass
@@ -166,7 +159,7 @@ def boost(
         st_tags = stage_tags(tags, stage)
         kwargs = {"chunk_size": chunk_for(stage.steps, max_chunk), "progress": False}
         kwargs.update(fit_kwargs)
-        result = _fit(
+        result = fit(
             transition,
             init_state(params, stage),
             data,

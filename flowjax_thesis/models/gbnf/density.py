@@ -20,7 +20,6 @@ import optax
 from flowjax_thesis.flows import check_finite
 from flowjax_thesis.models.gbnf import weights as W
 from flowjax_thesis.models.gbnf.boost import (
-    _fit,
     boost,
     describe,
     make_schedule,
@@ -36,6 +35,7 @@ from flowjax_thesis.models.gbnf.rho import (
     grid_minimise,
     rho_sgd_transition,
 )
+from flowjax_thesis.train import fit
 
 
 def _checked(gbnf: GBNF, x, context, name: str):
@@ -161,7 +161,7 @@ def boost_density(
         elif rho_method == "line_search":
             rho, _ = grid_minimise(f)
         else:
-            result = _fit(
+            result = fit(
                 rho_tr,
                 rho_tr.init(rho0, {"params": p, "index": jnp.int32(c)}),
                 (val_x, val_ctx),

@@ -21,7 +21,6 @@ import optax
 
 from flowjax_thesis.models.gbnf import weights as W
 from flowjax_thesis.models.gbnf.boost import (
-    _fit,
     boost,
     make_schedule,
     stage_tags,
@@ -36,6 +35,7 @@ from flowjax_thesis.models.gbnf.rho import (
     vi_rho_gradient,
     vi_rho_objective,
 )
+from flowjax_thesis.train import fit
 
 
 def boost_vi(
@@ -104,7 +104,7 @@ def boost_vi(
         if rho_method == "line_search":
             rho, _ = grid_minimise(f)
         else:
-            result = _fit(
+            result = fit(
                 rho_tr,
                 rho_tr.init(rho0, {"params": p, "index": jnp.int32(c)}),
                 None,

@@ -45,7 +45,7 @@ def _optimizer(cfg):
 
 def train_and_evaluate(data, compression: str, latent_size, cfg: dict, run=None, label=None):
     """Builds, trains and evaluates one model; returns a dict of results (bits/dim on test)."""
-    steps_per_level = cfg.get("steps_per_level_override", cfg["steps_per_level"])
+    steps_per_level = cfg["steps_per_level"]
     flow = build_flow(
         data.image_shape,
         compression,
@@ -54,7 +54,7 @@ def train_and_evaluate(data, compression: str, latent_size, cfg: dict, run=None,
         levels=cfg["levels"],
         width=cfg["width"],
         vae_hidden=tuple(cfg["vae_hidden"]),
-        conv_vae_width=cfg.get("conv_vae_width", cfg["width"]),
+        conv_vae_width=cfg["conv_vae_width"],
     )
     model = ImageModel(flow, data.num_bins, cfg["dequantization"])
     key = jax.random.PRNGKey(cfg["seed"])
@@ -282,7 +282,7 @@ def depth(cfg: dict, run) -> dict:
     results = {}
     for method in cfg["methods"]:
         for k in cfg["depths"]:
-            c = cfg | {"steps_per_level_override": k}
+            c = cfg | {"steps_per_level": k}
             results[f"{method}_K{k}"] = train_and_evaluate(
                 data, method, cfg["latent_size"], c, run, f"{method}_K{k}"
             )

@@ -23,6 +23,7 @@ import traceback
 from pathlib import Path
 
 from flowjax_thesis import experiments
+from flowjax_thesis.data import fetch
 from flowjax_thesis.runs import Run, RunDirectoryError, in_use, to_jsonable, write_json
 
 
@@ -278,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("name")
     bench.add_argument("--out")
     bench.add_argument("--set", action="append", metavar="KEY=VALUE")
+    fetch.add_data_parser(sub)
     return parser
 
 
@@ -285,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = {"list": cmd_list, "run": cmd_run, "reproduce": cmd_reproduce, "bench": cmd_bench}
+    handler["data"] = fetch.cmd_data
     try:
         return handler[args.command](args)
     except UserError as err:

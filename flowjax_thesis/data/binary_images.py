@@ -6,7 +6,14 @@ training images are binarised afresh at every step) and ``source``, a sentence s
 which data was used (experiments print it).
 
 - ``mnist``: statically binarised MNIST of Larochelle & Murray (2011), 50,000/10,000/10,000, from
-  ``binarized_mnist_{train,valid,test}.amat`` in the data directory, or TFDS ``binarized_mnist``.
+  ``binarized_mnist_{train,valid,test}.amat`` in the data directory; else the raw MNIST of the
+  cache filled by ``flowjax-thesis data get mnist`` (:mod:`flowjax_thesis.data.fetch`),
+  **dynamically** binarised (the standard choice when the static binarisation is not at hand):
+  grey levels k/255 with the last 10,000 training images as validation set (50,000/10,000/10,000);
+  training images are Bernoulli draws at every step, validation and test images are binarised
+  once with a fixed seed (as ``omniglot``); else TFDS ``binarized_mnist``.
+- ``fashion-mnist``: Fashion-MNIST from the ``data get fashion-mnist`` cache, dynamically
+  binarised and split exactly as the cached ``mnist``.
 - ``omniglot``: the IWAE repository's ``chardata.mat`` (24,345 training and 8,070 test images
   of 28x28); the last 1,345 training images are the validation set (23,000/1,345/8,070);
   dynamically binarised: training images are Bernoulli draws at every step, validation and test
@@ -30,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DATASETS = ("mnist", "omniglot", "freyfaces", "caltech101", "digits")
+DATASETS = ("mnist", "fashion-mnist", "omniglot", "freyfaces", "caltech101", "digits")
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,9 @@ def _load_mnist(directory):
     if all(files):
         splits = [_images(np.loadtxt(f, dtype=np.float32), 28, 28) for f in files]
         return splits, "statically binarised MNIST (Larochelle & Murray) from " + directory
+    cached = _load_cached("mnist")
+    if cached is not None:
+        return cached
     try:
         import tensorflow_datasets as tfds
     except ImportError:
@@ -110,6 +120,28 @@ def _load_mnist(directory):
     ds = tfds.load("binarized_mnist", batch_size=-1, data_dir=directory)
     splits = [np.asarray(tfds.as_numpy(ds[s])["image"], np.float32) for s in ds]
     return splits, "statically binarised MNIST from TFDS"
+
+
+def _binarise_once(x: np.ndarray) -> np.ndarray:
+    rng = np.random.default_rng(0)  # part of the data set: a fixed seed
+    return (rng.uniform(size=x.shape) < x).astype(np.float32)
+
+
+def _load_cached(name):
+    """Raw 28x28 images of the ``data get`` cache for dynamic binarisation, or None."""
+    from flowjax_thesis.data.fetch import SOURCES, cached_file, load_image_arrays
+
+    arrays = load_image_arrays(name)
+    if arrays is None:
+        return None
+    train = arrays["x_train"].astype(np.float32)[..., None] / 255.0
+    test = arrays["x_test"].astype(np.float32)[..., None] / 255.0
+    train, val = train[:-10000], _binarise_once(train[-10000:])
+    source = (
+        f"{SOURCES[name].description} (cached {cached_file(name)}), dynamically binarised, "
+        "50,000/10,000/10,000"
+    )
+    return [train, val, _binarise_once(test)], source
 
 
 def _load_omniglot(directory):
@@ -169,13 +201,16 @@ def load_binary_images(
     directory = data_directory(data_dir)
     loaded = {
         "mnist": lambda: _load_mnist(directory),
+        "fashion-mnist": lambda: _load_cached("fashion-mnist"),
         "omniglot": lambda: _load_omniglot(directory),
         "freyfaces": lambda: _load_frey(directory, seed),
         "caltech101": lambda: _load_caltech(directory),
     }[name]()
     if loaded is None:
         expected = {
-            "mnist": "binarized_mnist_{train,valid,test}.amat (or TFDS binarized_mnist)",
+            "mnist": "binarized_mnist_{train,valid,test}.amat, or run "
+            "`flowjax-thesis data get mnist` (or TFDS binarized_mnist)",
+            "fashion-mnist": "the cache of `flowjax-thesis data get fashion-mnist`",
             "omniglot": "chardata.mat",
             "freyfaces": "frey_rawface.mat",
             "caltech101": "caltech101_silhouettes_28_split1.mat",
@@ -194,12 +229,7 @@ def load_binary_images(
         )
     (train, val, test), source = loaded
     grey = name == "freyfaces"
+    dynamic = name == "omniglot" or "dynamically binarised" in source
     return ImageData(
-        name,
-        train,
-        val,
-        test,
-        grey_likelihood if grey else "bernoulli",
-        name == "omniglot",
-        source,
+        name, train, val, test, grey_likelihood if grey else "bernoulli", dynamic, source
     )

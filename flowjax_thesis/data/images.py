@@ -7,7 +7,10 @@ saying exactly which data was used (experiments print it).
 
 - ``mnist``: 60,000/10,000 28x28x1 with 256 levels; the last 10,000 training images are the
   validation set. From the standard IDX files (``train-images-idx3-ubyte[.gz]``,
-  ``t10k-images-idx3-ubyte[.gz]``) in the data directory, or TFDS ``mnist`` when installed.
+  ``t10k-images-idx3-ubyte[.gz]``) in the data directory, else the cache filled by
+  ``flowjax-thesis data get mnist`` (:mod:`flowjax_thesis.data.fetch`), else TFDS ``mnist``.
+- ``fashion-mnist``: Fashion-MNIST, the same sizes and split as ``mnist``, from the cache filled
+  by ``flowjax-thesis data get fashion-mnist``, else TFDS ``fashion_mnist``.
 - ``cifar10``: 50,000/10,000 32x32x3 (last 5,000 training images for validation) from the
   standard ``cifar-10-batches-py`` pickles, or TFDS ``cifar10``.
 - ``imagenet32``: the downsampled ImageNet 32x32 of Oord et al. / Chrabaszcz et al. from
@@ -28,7 +31,6 @@ bound on the discrete log-likelihood after adding ``D log(num_bins)`` nats
 from __future__ import annotations
 
 import glob
-import gzip
 import os
 import pickle
 from dataclasses import dataclass
@@ -37,7 +39,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-DATASETS = ("digits", "mnist", "cifar10", "imagenet32")
+from flowjax_thesis.data.idx import read_idx
+
+DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "imagenet32")
 
 
 @dataclass(frozen=True)
@@ -95,15 +99,6 @@ def load_digits(seed: int = 0) -> GreyImages:
     )
 
 
-def _read_idx(path: str) -> np.ndarray:
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
 def _tfds(name: str, directory: str):
     try:
         import tensorflow_datasets as tfds
@@ -115,12 +110,27 @@ def _tfds(name: str, directory: str):
     return splits["train"], test, f"TFDS {name}"
 
 
+def _from_cache(name: str):
+    """``(train, test, source)`` from the ``data get`` cache, or None when not fetched."""
+    from flowjax_thesis.data.fetch import SOURCES, cached_file, load_image_arrays
+
+    arrays = load_image_arrays(name)
+    if arrays is None:
+        return None
+    source = f"{SOURCES[name].description} (cached {cached_file(name)})"
+    return arrays["x_train"][..., None], arrays["x_test"][..., None], source
+
+
 def _load_mnist(directory):
     train = _find(directory, "train-images-idx3-ubyte", "train-images-idx3-ubyte.gz")
     test = _find(directory, "t10k-images-idx3-ubyte", "t10k-images-idx3-ubyte.gz")
     if train and test:
-        return _read_idx(train)[..., None], _read_idx(test)[..., None], f"MNIST IDX files {train}"
-    return _tfds("mnist", directory)
+        return read_idx(train)[..., None], read_idx(test)[..., None], f"MNIST IDX files {train}"
+    return _from_cache("mnist") or _tfds("mnist", directory)
+
+
+def _load_fashion_mnist(directory):
+    return _from_cache("fashion-mnist") or _tfds("fashion_mnist", directory)
 
 
 def _load_cifar10(directory):
@@ -171,12 +181,17 @@ def load_images(
     if name == "digits":
         return load_digits(seed)
     directory = data_directory(data_dir)
-    loaded = {"mnist": _load_mnist, "cifar10": _load_cifar10, "imagenet32": _load_imagenet32}[name](
-        directory
-    )
+    loaded = {
+        "mnist": _load_mnist,
+        "fashion-mnist": _load_fashion_mnist,
+        "cifar10": _load_cifar10,
+        "imagenet32": _load_imagenet32,
+    }[name](directory)
     if loaded is None:
         expected = {
-            "mnist": "train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz]",
+            "mnist": "train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz], or run "
+            "`flowjax-thesis data get mnist`",
+            "fashion-mnist": "the cache of `flowjax-thesis data get fashion-mnist`",
             "cifar10": "cifar-10-batches-py/data_batch_{1..5}, test_batch",
             "imagenet32": "train_data_batch_* and val_data",
         }[name]

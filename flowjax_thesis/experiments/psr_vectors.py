@@ -11,68 +11,25 @@ the correlation of student and teacher conditional log-likelihoods (Figure 25).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
 from flowjax_thesis.experiments import register
-from flowjax_thesis.models.psr import DropoutStudent, GPStudent, VectorPSR, emd, rmse
+from flowjax_thesis.flows import Flow
+from flowjax_thesis.models.psr import (
+    DropoutStudent,
+    GPStudent,
+    emd,
+    psr_optimizer,
+    rmse,
+    train_psr,
+    vector_psr_flow,
+)
 from flowjax_thesis.models.teachers import conditional_log_prob, get_teacher, quantize
-from flowjax_thesis.train import fit, gradient_transition
-
-# ---------------------------------------------------------------------------------------------
-# shared training helper
-# ---------------------------------------------------------------------------------------------
-
-
-def train_params(
-    loss_fn, params, data, *, key, steps, batch_size, lr, warmup=0, clip=None, scan=True
-):
-    """Adam (linear warm-up, cosine decay) on ``loss_fn(params, batch, key)``. Returns
-    ``(params, history)``.
-
-    ``scan=True`` uses the foundation's ``fit`` (chunks of steps under ``lax.scan``). For models
-    with convolutional conditioners use ``scan=False``: a host loop over one jitted step. On
-    XLA:CPU a convolution inside a ``lax.scan`` body runs about 11x slower than the same step
-    jitted on its own (measured here: 0.37 s vs 0.033 s per step of the image PSR flow)."""
-    schedule = optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup, 1), max(steps, 2), lr / 20)
-    opt = optax.adam(schedule)
-    if clip:
-        opt = optax.chain(optax.clip_by_global_norm(clip), opt)
-    transition = gradient_transition(loss_fn, opt)
-    if scan:
-        result = fit(
-            transition,
-            transition.init(params),
-            data,
-            key=key,
-            steps=steps,
-            batch_size=batch_size,
-            chunk_size=min(steps, 250),
-            progress=False,
-        )
-        return result.state.params, result.history
-    step = jax.jit(transition.step)
-    state = transition.init(params)
-    leaves = jax.tree.leaves(data)
-    n = len(leaves[0])
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
-    history, losses, every = [], [], max(min(steps // 20, 250), 1)
-    for s in range(steps):
-        idx = rng.integers(0, n, size=min(batch_size, n))
-        batch = jax.tree.map(lambda a, idx=idx: a[idx], data)
-        state, metrics = step(state, batch, jax.random.fold_in(key, s))
-        losses.append(metrics["loss"])
-        if (s + 1) % every == 0 or s + 1 == steps:
-            loss = float(np.mean(np.asarray(jnp.stack(losses))))
-            if not np.isfinite(loss):
-                raise FloatingPointError(f"non-finite training loss at step {s + 1}")
-            history.append({"step": s + 1, "loss": loss})
-            losses = []
-    return state.params, history
-
+from flowjax_thesis.objectives import max_likelihood_loss
+from flowjax_thesis.train import Transition, gradient_transition
 
 # ---------------------------------------------------------------------------------------------
 # psr-student-teacher
@@ -124,8 +81,36 @@ def _spearman(a, b):
     return float(spearmanr(a[ok], b[ok]).statistic) if ok.sum() >= 3 else float("nan")
 
 
-def run_student_teacher_density(name: str, cfg: dict, key, run=None) -> dict:
+@dataclass(frozen=True)
+class Students:
+    """The trained students of one configuration and their transitions, built once per
+    experiment: every density reuses them, so the engine compiles each training step once."""
+
+    flow: Flow
+    psr: Transition
+    dropout: DropoutStudent
+    dropout_step: Transition
+
+    @classmethod
+    def build(cls, cfg: dict) -> Students:
+        flow = vector_psr_flow(
+            2, 1, num_layers=cfg["flow_steps"], hidden=tuple(cfg["hidden"]),
+            features=cfg["features"],
+        )  # fmt: skip
+        psr = gradient_transition(
+            max_likelihood_loss(flow),
+            psr_optimizer(cfg["lr"], cfg["steps"], cfg["steps"] // 20, clip=10.0),
+        )
+        dropout = DropoutStudent(2, tuple(cfg["hidden"]), cfg["dropout_rate"])
+        dropout_step = gradient_transition(dropout.loss, psr_optimizer(cfg["lr"], cfg["steps"]))
+        return cls(flow, psr, dropout, dropout_step)
+
+
+def run_student_teacher_density(
+    name: str, cfg: dict, key, run=None, students: Students | None = None
+) -> dict:
     """Trains the three students on one teacher and returns metrics, samples and log-liks."""
+    students = students or Students.build(cfg)
     teacher = get_teacher(name)
     bw = cfg["bin_width"]
     k_data, k_eval, k_psr, k_drop, k_s = jax.random.split(key, 5)
@@ -137,29 +122,16 @@ def run_student_teacher_density(name: str, cfg: dict, key, run=None) -> dict:
 
     # -- PSR flow -------------------------------------------------------------------------
     t0 = time.time()
-    model = VectorPSR(
-        2, 1, num_steps=cfg["flow_steps"], hidden=tuple(cfg["hidden"]), features=cfg["features"]
-    )
-    params = jax.jit(model.init)(k_psr)
-    params = jax.jit(model.data_init)(params, y_train[:1024], x_train[:1024])
-    loss = lambda p, batch, key: -jnp.mean(model.log_prob(p, batch[0], batch[1]))
-    params, history = train_params(
-        loss,
-        params,
-        (y_train, x_train),
-        key=k_psr,
-        steps=cfg["steps"],
-        batch_size=cfg["batch_size"],
-        lr=cfg["lr"],
-        warmup=cfg["steps"] // 20,
-        clip=10.0,
-    )
-    if run is not None:
-        for rec in history:
-            run.log_metrics(rec["step"], density=name, model="psr", loss=rec.get("loss"))
+    flow = students.flow
+    params = jax.jit(flow.init)(k_psr)
+    params = jax.jit(flow.data_init)(params, y_train[:1024], x_train[:1024])
+    params = train_psr(
+        students.psr, params, (y_train, x_train), key=k_psr, steps=cfg["steps"],
+        batch_size=cfg["batch_size"], run=run, tags={"model": "psr", "density": name},
+    ).state.params  # fmt: skip
     out["times"]["psr"] = time.time() - t0
-    sample = jax.jit(lambda p, k, x, t: model.sample(p, k, x, t))
-    log_prob = jax.jit(model.log_prob)
+    sample = jax.jit(lambda p, k, x, t: flow.sample(p, k, context=x, temperature=t))
+    log_prob = jax.jit(flow.log_prob)
     ks = jax.random.split(k_s, 4)
     psr0 = np.asarray(sample(params, ks[0], x_test, 0.0))
     psr8 = np.asarray(sample(params, ks[1], x_test, cfg["temperature"]))
@@ -191,17 +163,12 @@ def run_student_teacher_density(name: str, cfg: dict, key, run=None) -> dict:
 
     # -- MC dropout -------------------------------------------------------------------------
     t0 = time.time()
-    drop = DropoutStudent(2, tuple(cfg["hidden"]), cfg["dropout_rate"])
-    dparams = drop.init(k_drop, 1)
-    dparams, _ = train_params(
-        drop.loss,
-        dparams,
-        (y_train, x_train),
-        key=k_drop,
-        steps=cfg["steps"],
-        batch_size=cfg["batch_size"],
-        lr=cfg["lr"],
-    )
+    drop = students.dropout
+    dparams = train_psr(
+        students.dropout_step, drop.init(k_drop, 1), (y_train, x_train), key=k_drop,
+        steps=cfg["steps"], batch_size=cfg["batch_size"], run=run,
+        tags={"model": "dropout", "density": name},
+    ).state.params  # fmt: skip
     kd1, kd2 = jax.random.split(k_drop)
     drop_mean = np.asarray(drop.predict(dparams, kd1, x_test))
     out["samples"]["Dropout"] = np.asarray(drop.sample(dparams, kd2, x_test))
@@ -341,8 +308,9 @@ def psr_student_teacher(cfg: dict, run) -> dict:
     )
     key = jax.random.PRNGKey(cfg["seed"])
     results, rows = {}, []
+    students = Students.build(cfg)
     for i, name in enumerate(cfg["densities"]):
-        res = run_student_teacher_density(name, cfg, jax.random.fold_in(key, i), run)
+        res = run_student_teacher_density(name, cfg, jax.random.fold_in(key, i), run, students)
         results[name] = res
         for model_name, m in res["metrics"].items():
             paper = THESIS_TABLE11.get(model_name.replace(f"={cfg['temperature']}", "=0.8"), {})

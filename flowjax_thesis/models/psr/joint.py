@@ -1,4 +1,10 @@
-"""Joint PSR: ``p(x, y) = p(y | x) p(x)`` (eqs. 6.5-6.7)."""
+"""Joint PSR: ``p(x, y) = p(y | x) p(x)`` (eqs. 6.5-6.7).
+
+Two :class:`~flowjax_thesis.flows.Flow` s trained together: the conditional image PSR flow
+``p(y | x)`` and an unconditional prior flow ``p(x)`` on the LR image (:func:`prior_flow`).
+:meth:`JointPSR.sample` is the generative process of eq. 6.6 with separate temperatures for the
+prior and the conditional flow (Figure 28); both follow ``Flow``'s temperature convention.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +15,16 @@ import jax.numpy as jnp
 
 from flowjax_thesis.bijectors import Squeeze
 from flowjax_thesis.flows import Flow
-from flowjax_thesis.models.psr.image import ImagePSR, _glow_steps
+from flowjax_thesis.models.psr.image import dequantize, glow_steps
 
 
 def prior_flow(lr_shape, steps: int = 2, conv_width: int = 16, scale_bound: float = 2.0) -> Flow:
     """The unconditional prior ``p(x)`` of joint PSR: a checkerboard scale at LR size, a
     squeeze, a channel scale; no slicing (as in section 6.3.2)."""
-    h, w, c = lr_shape
-    layers = [_glow_steps(steps, "checkerboard", conv_width, (), scale_bound)]
+    h, w, _ = lr_shape
+    layers = [glow_steps(steps, "checkerboard", conv_width, (), scale_bound)]
     if h % 2 == 0 and w % 2 == 0 and h >= 2:
-        layers += [Squeeze(), _glow_steps(steps, "channel", conv_width, (), scale_bound)]
+        layers += [Squeeze(), glow_steps(steps, "channel", conv_width, (), scale_bound)]
     return Flow(tuple(layers), tuple(lr_shape))
 
 
@@ -26,11 +32,13 @@ def prior_flow(lr_shape, steps: int = 2, conv_width: int = 16, scale_bound: floa
 class JointPSR:
     """Joint PSR flow (eqs. 6.5-6.7): ``log p(x, y) = log p(y | x) + log p(x)``.
 
-    ``prior`` is an unconditional flow on the LR image (default :func:`prior_flow`); the loss
-    adds ``ridge * ||params||^2`` (the thesis's ``alpha (||phi||^2 + ||theta||^2)``).
+    ``conditional`` is an image PSR flow (:func:`~flowjax_thesis.models.psr.image_psr_flow`);
+    ``prior`` an unconditional flow on its LR shape (default :func:`prior_flow`). The loss adds
+    ``ridge * ||params||^2`` (the thesis's ``alpha (||phi||^2 + ||theta||^2)``).
     """
 
-    conditional: ImagePSR
+    conditional: Flow
+    num_bins: int
     prior: Flow | None = None
     ridge: float = 0.0
     prior_steps: int = 2
@@ -38,13 +46,12 @@ class JointPSR:
     _prior: Flow = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        prior = self.prior or prior_flow(
-            self.conditional.lr_shape, self.prior_steps, self.prior_width
-        )
-        if prior.event_shape != self.conditional.lr_shape:
+        lr_shape = self.conditional.context_shape
+        prior = self.prior or prior_flow(lr_shape, self.prior_steps, self.prior_width)
+        if prior.event_shape != tuple(lr_shape):
             raise ValueError(
-                f"the prior's event shape {prior.event_shape} must be the LR shape "
-                f"{self.conditional.lr_shape}"
+                f"the prior's event shape {prior.event_shape} must be the conditional flow's LR "
+                f"(context) shape {lr_shape}"
             )
         object.__setattr__(self, "_prior", prior)
 
@@ -73,12 +80,13 @@ class JointPSR:
         prior = self._prior.log_prob(params["prior"], x)
         return cond + prior, cond, prior
 
-    def loss(self, params, y_int, x_int, key):
-        """Eq. 6.7 (mean joint NLL of dequantised data) plus the ridge penalty."""
+    def loss(self, params, batch, key):
+        """Eq. 6.7 on ``batch = (y_int, x_int)`` (mean joint NLL of dequantised data) plus the
+        ridge penalty."""
+        y_int, x_int = batch
         k1, k2 = jax.random.split(key)
-        psr = self.conditional
-        y = psr.dequantize(k1, y_int)
-        x = psr.dequantize(k2, x_int)
+        y = dequantize(k1, y_int, self.num_bins)
+        x = dequantize(k2, x_int, self.num_bins)
         joint, _, _ = self.log_prob(params, y, x)
         loss = -jnp.mean(joint)
         if self.ridge:
@@ -86,12 +94,12 @@ class JointPSR:
         return loss
 
     def sample(self, params, key, n: int, prior_temperature=1.0, temperature=1.0):
-        """Eq. 6.6: ``eps ~ N(0, t_x^2 I)``, ``x = g(eps)``, ``z ~ N(0, t_y^2 I)``,
-        ``y = f(z; x)``. Returns ``(x, y)``."""
+        """Eq. 6.6: ``x ~ p(x)`` at ``prior_temperature`` (clipped to ``[0, 1]``), then one
+        ``y ~ p(y | x)`` per ``x`` at ``temperature``. Returns ``(x, y)``."""
         k1, k2 = jax.random.split(key)
         x = self._prior.sample(params["prior"], k1, n, temperature=prior_temperature)
         x = jnp.clip(x, 0.0, 1.0)
-        y = self.conditional.sample(params["conditional"], k2, x, temperature)
+        y = self.conditional.sample(params["conditional"], k2, context=x, temperature=temperature)
         return x, y
 
     def sample_from_latents(self, params, eps, z):
@@ -104,9 +112,9 @@ class JointPSR:
                 f"expected prior base draws eps of shape (..., {self.prior_base_shape}), "
                 f"got {eps.shape}"
             )
-        x = self._prior.bijector(params["prior"]).forward(eps)
-        x = jnp.clip(x, 0.0, 1.0)
-        return x, self.conditional.sample_from_latent(params["conditional"], z, x)
+        x = jnp.clip(self._prior.bijector(params["prior"]).forward(eps), 0.0, 1.0)
+        y = self.conditional.bijector(params["conditional"], x).forward(z)
+        return x, y
 
 
 def ridge_norm(params) -> jnp.ndarray:

@@ -45,3 +45,30 @@ class Upsampler(nn.Module):
             h = nn.relu(nn.Conv(self.features, (3, 3), strides=(2, 2))(h))
             size //= 2
         return nn.Conv(self.features, (3, 3))(nn.relu(h))
+
+
+class ImageFeatures(nn.Module):
+    """The conditioning network of the image PSR flow: ``[u_l(h(x)) for each scale l]``.
+
+    ``x`` has shape ``batch + (h, w, C)`` (any batch dims, kept in the outputs); entry ``l`` of the
+    result has shape ``batch + sizes[l] + (features,)``."""
+
+    sizes: tuple[tuple[int, int], ...]
+    features: int = 16
+    encoder_features: int = 32
+    growth: int = 16
+    dense_layers: int = 2
+    dense_blocks: int = 2
+
+    @nn.compact
+    def __call__(self, x):
+        batch = x.shape[:-3]
+        h = x.reshape((-1,) + x.shape[-3:])
+        h = DenseNetEncoder(
+            self.encoder_features, self.growth, self.dense_layers, self.dense_blocks
+        )(h)
+        out = []
+        for hw in self.sizes:
+            v = Upsampler(tuple(hw), self.features)(h)
+            out.append(v.reshape(batch + v.shape[1:]))
+        return out

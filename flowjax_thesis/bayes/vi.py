@@ -52,16 +52,22 @@ def fit_family(
     num_importance: int = 8,
     family_kwargs: dict | None = None,
     chunk_size: int | None = None,
+    run=None,
+    tags: dict | None = None,
 ) -> Fitted:
     """Trains ``family`` on ``model.log_density`` with Adam (cosine-decayed ``lr``).
 
     With ``objective="iwelbo"`` each step uses ``num_samples // num_importance`` bounds of
-    ``num_importance`` draws (the same number of target evaluations as the ELBO).
+    ``num_importance`` draws (the same number of target evaluations as the ELBO). ``run`` and
+    ``tags`` go to :func:`~flowjax_thesis.train.fit` (metrics records, checkpoints in the run
+    directory, ``--resume``); every training in one run needs its own ``tags``.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     if family == "gbnf":
-        return _fit_gbnf(model, key, steps, num_samples, lr, objective, family_kwargs)
+        return _fit_gbnf(
+            model, key, steps, num_samples, lr, objective, family_kwargs, run=run, tags=tags
+        )
     flow = make_family(family, model.dim, **(family_kwargs or {}))
     optimizer = optax.adam(optax.cosine_decay_schedule(lr, steps, alpha=0.05))
     chunk = chunk_size or steps
@@ -80,6 +86,8 @@ def fit_family(
             steps=steps,
             chunk_size=chunk,
             progress=False,
+            run=run,
+            tags=tags,
         )
         params = result.state.params
     else:
@@ -93,20 +101,21 @@ def fit_family(
             stick_the_landing=objective == "elbo_stl",
             chunk_size=chunk,
             progress=False,
+            run=run,
+            tags=tags,
         )
     params = jax.block_until_ready(params)
     return Fitted(family, flow, params, time.time() - t0, result.history)
 
 
-def _fit_gbnf(model, key, steps, num_samples, lr, objective, family_kwargs):
+def _fit_gbnf(model, key, steps, num_samples, lr, objective, family_kwargs, run=None, tags=None):
     """Gradient boosted flows (issue 3's :mod:`flowjax_thesis.models.gbnf`): an additive
     mixture of ``num_components`` RealNVP components (each the ``realnvp`` family here), trained
     one after the other on boosted VI with ``steps // num_components`` steps each, so the total
     budget equals the other families'. Only the ELBO objective applies."""
     if objective != "elbo":
         raise ValueError(f"the gbnf family trains on its own boosted ELBO, not {objective!r}")
-    from flowjax_thesis.models.gbnf import GBNF
-    from flowjax_thesis.models.gbnf import fit_vi as gbnf_fit_vi
+    from flowjax_thesis.models.gbnf import GBNF, boost_vi
 
     kwargs = dict(family_kwargs or {})
     num_components = int(kwargs.pop("num_components", 2))
@@ -114,13 +123,15 @@ def _fit_gbnf(model, key, steps, num_samples, lr, objective, family_kwargs):
     per_stage = max(steps // num_components, 1)
     optimizer = optax.adam(optax.cosine_decay_schedule(lr, per_stage, alpha=0.05))
     t0 = time.time()
-    params, info = gbnf_fit_vi(
+    params, info = boost_vi(
         gbnf,
         model.log_density,
         key=key,
         steps=per_stage,
         num_samples=num_samples,
         optimizer=optimizer,
+        run=run,
+        tags=tags,
     )
     params = jax.block_until_ready(params)
     return Fitted("gbnf", gbnf, params, time.time() - t0, [])

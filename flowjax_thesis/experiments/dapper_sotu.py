@@ -1,0 +1,259 @@
+"""DAPPER on the State of the Union addresses (issue 15 item 5; registered on import).
+
+Documents are the addresses' **paragraphs** (``unit="paragraph"``; ``--set unit=block`` uses
+fixed blocks of ``block_words`` words instead), the author is the president, the time is the year.
+Each seed draws its own per-president 90/10 train/test split and initialisation; DAPPER and the
+scikit-learn and gensim LDA baselines are scored on the same held-out tokens by document
+completion (:func:`flowjax_thesis.models.dap.evaluation.completion_pwll`: topic proportions
+inferred from half of each test paragraph's tokens, per-word log-likelihood of the other half).
+The appendix-C DAP baseline is not implemented in :mod:`flowjax_thesis.models.dap`;
+``rho_reg=0`` is its unregularised counterpart.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from flowjax_thesis.experiments import register
+
+_PAPER = {
+    "source": "thesis chapter 3 (Giaquinto), Table 2 (CaringBridge) and Table 3 (Signal Media); "
+    "the thesis has no State of the Union experiment",
+    "table2_cb_subset_pwll_final": {"DAPPER full batch": -6.49, "LDA": -9.23},
+    "table3_sm_blogs_pwll_P15_K25_full": -5.65,
+    "claim": "DAPPER's held-out per-word log-likelihood beats LDA's",
+}
+
+_COMMON = dict(
+    unit="paragraph",
+    block_words=200,
+    rho_reg=0.2,
+    doc_variance=1.0,
+    process_noise=0.2,
+    obs_noise=0.8,
+    tau0=10.0,
+    kappa=0.7,
+    chunk=256,
+    personas_in_figure=4,
+)
+
+
+def _dap_config(cfg: dict):
+    from flowjax_thesis.models.dap import DapConfig
+
+    return DapConfig(
+        num_topics=cfg["num_topics"],
+        num_personas=cfg["num_personas"],
+        rho_reg=cfg["rho_reg"],
+        doc_variance=cfg["doc_variance"] if cfg["doc_variance"] > 0 else None,
+        process_noise=cfg["process_noise"],
+        obs_noise=cfg["obs_noise"],
+        local_max_iter=cfg["local_max_iter"],
+        tau0=cfg["tau0"],
+        kappa=cfg["kappa"],
+    )
+
+
+def _mean_std(values: list[float]) -> dict:
+    arr = np.asarray(values, np.float64)
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0}
+
+
+def plot_persona_years(state, vocab, first_year: int, personas, n_topics: int = 4):
+    """Topic proportions of a few personas over the years (the strongest ``n_topics`` each)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from flowjax_thesis.models.dap import evaluation as ev
+
+    w = ev.persona_topic_weights(state)  # (T, P, K)
+    years = first_year + np.asarray(state.time_values)
+    labels = [" ".join(ws) for ws in ev.top_words(ev.topic_word(state), vocab, 4)]
+    tops = ev.persona_top_topics(state, n_topics)
+    personas = list(personas)
+    fig, axes = plt.subplots(len(personas), 1, figsize=(9, 2.6 * len(personas)), squeeze=False)
+    for ax, p in zip(axes[:, 0], personas, strict=True):
+        for k in tops[p]:
+            ax.plot(years, w[:, p, k], lw=1.2, label=f"topic {k}: {labels[k]}")
+        ax.set_title(f"persona {p}")
+        ax.set_ylabel("topic proportion")
+        ax.legend(fontsize=7, loc="upper left", ncol=2)
+    axes[-1, 0].set_xlabel("year")
+    fig.tight_layout()
+    return fig
+
+
+@register(
+    "dapper-sotu",
+    description=(
+        "DAPPER vs scikit-learn and gensim LDA on the State of the Union addresses 1790-2026 "
+        "(documents = paragraphs, author = president, time = year; `flowjax-thesis data get "
+        "sotu`): held-out per-word log-likelihood by document completion over seeds, and the "
+        "personas' topic proportions over the years."
+    ),
+    paper=_PAPER,
+    smoke=dict(
+        _COMMON,
+        first_year=1990,
+        last_year=2026,
+        vocab_size=500,
+        num_topics=5,
+        num_personas=3,
+        epochs=2,
+        local_max_iter=10,
+        lda_passes=2,
+        gensim=False,
+        seeds=[0],
+    ),
+    cpu=dict(
+        _COMMON,
+        first_year=1790,
+        last_year=2026,
+        vocab_size=5000,
+        num_topics=20,
+        num_personas=8,
+        epochs=8,
+        local_max_iter=20,
+        lda_passes=10,
+        gensim=True,
+        seeds=[0, 1, 2],
+    ),
+    full=dict(
+        _COMMON,
+        first_year=1790,
+        last_year=2026,
+        vocab_size=10_000,
+        num_topics=50,
+        num_personas=15,
+        epochs=30,
+        local_max_iter=50,
+        lda_passes=30,
+        gensim=True,
+        seeds=[0, 1, 2],
+    ),
+)
+def dapper_sotu(cfg: dict, run) -> dict:
+    import jax
+
+    from flowjax_thesis.data.fetch import SOURCES, cached_file
+    from flowjax_thesis.data.sotu import load_sotu, sotu_corpus
+    from flowjax_thesis.models.dap import evaluation as ev
+    from flowjax_thesis.models.dap import fit_dapper, split_by_author
+    from flowjax_thesis.models.dap import lda_baselines as lb
+
+    corpus = sotu_corpus(
+        unit=cfg["unit"],
+        block_words=cfg["block_words"],
+        vocab_size=cfg["vocab_size"],
+        first_year=cfg["first_year"],
+        last_year=cfg["last_year"],
+    )
+    origin = cached_file("sotu") or "the installed sotu package"
+    doc_unit = "paragraphs" if cfg["unit"] == "paragraph" else f"{cfg['block_words']}-word blocks"
+    run.print(
+        f"data: {SOURCES['sotu'].description} ({origin}), years {cfg['first_year']}-"
+        f"{cfg['last_year']}: {corpus.num_docs} {doc_unit}, {corpus.num_tokens} tokens, "
+        f"{corpus.num_authors} presidents, V={corpus.vocab_size}, T={corpus.num_times} years"
+    )
+    dcfg = _dap_config(cfg)
+    k = cfg["num_topics"]
+    scores: dict[str, list[float]] = {"DAPPER": [], "sklearn LDA": [], "gensim LDA": []}
+    seconds: dict[str, list[float]] = {name: [] for name in scores}
+    per_seed, best = [], None
+    for seed in cfg["seeds"]:
+        train, test = split_by_author(corpus, 0.1, seed=seed)
+
+        def eval_fn(state, train=train, test=test, seed=seed):
+            return {"pwll": ev.completion_pwll(dcfg, state, test, train=train, seed=seed)["pwll"]}
+
+        result = fit_dapper(
+            train,
+            dcfg,
+            key=jax.random.PRNGKey(seed),
+            epochs=cfg["epochs"],
+            chunk=cfg["chunk"],
+            eval_fn=eval_fn,
+            run=run,
+            tags={"model": "dapper", "seed": seed},
+        )
+        curve = [r["pwll"] for r in result.history if "pwll" in r]
+        dapper_pwll = curve[-1]
+        dap_secs = float(sum(r.get("step_seconds", 0.0) for r in result.history))
+        sk, sk_secs = lb.sklearn_lda(train, k, passes=cfg["lda_passes"], seed=seed)
+        row = {
+            "seed": seed,
+            "train_docs": train.num_docs,
+            "test_docs": test.num_docs,
+            "DAPPER": dapper_pwll,
+            "DAPPER_pwll_per_epoch": curve,
+            "sklearn LDA": lb.sklearn_completion_pwll(sk, test, seed)["pwll"],
+        }
+        seconds["DAPPER"].append(dap_secs)
+        seconds["sklearn LDA"].append(sk_secs)
+        if cfg["gensim"]:
+            try:
+                gm, g_secs = lb.gensim_lda(train, k, passes=cfg["lda_passes"], seed=seed)
+                row["gensim LDA"] = lb.gensim_completion_pwll(gm, test, seed)["pwll"]
+                seconds["gensim LDA"].append(g_secs)
+            except ImportError as err:
+                run.print(f"gensim baseline skipped: {err}")
+        for name in scores:
+            if name in row:
+                scores[name].append(row[name])
+        run.print(
+            f"seed {seed}: PWLL DAPPER {dapper_pwll:.3f}, sklearn LDA {row['sklearn LDA']:.3f}"
+            + (f", gensim LDA {row['gensim LDA']:.3f}" if "gensim LDA" in row else "")
+        )
+        per_seed.append(row)
+        if best is None or dapper_pwll > best[0]:
+            best = (dapper_pwll, result.state, train)
+    _, state, train = best
+    table_rows = ["| model | held-out PWLL (mean +- sd over seeds) | fit seconds (mean) |"]
+    table_rows.append("| --- | --- | --- |")
+    summary_scores = {}
+    for name, vals in scores.items():
+        if vals:
+            summary_scores[name] = _mean_std(vals)
+            m, s = summary_scores[name]["mean"], summary_scores[name]["std"]
+            secs = float(np.mean(seconds[name])) if seconds[name] else float("nan")
+            table_rows.append(f"| {name} | {m:.3f} +- {s:.3f} | {secs:.1f} |")
+    table = "\n".join(table_rows)
+    run.print(table)
+    probs = ev.author_persona_probs(state)
+    persona_of = {
+        train.author_names[a]: int(probs[a].argmax()) for a in range(len(train.author_names))
+    }
+    counts = np.bincount(list(persona_of.values()), minlength=cfg["num_personas"])
+    shown = list(np.argsort(-counts)[: cfg["personas_in_figure"]])
+    # time values are years since the first address kept
+    first_kept = min(r["year"] for r in load_sotu() if r["year"] >= cfg["first_year"])
+    run.save_figure(
+        plot_persona_years(state, train.vocab, first_kept, shown), "persona_topics_over_years"
+    )
+    top = ev.top_words(ev.topic_word(state), train.vocab, 8)
+    return {
+        "data": {
+            "corpus": "State of the Union (sotu 0.1.2)",
+            "documents": doc_unit,
+            "docs": corpus.num_docs,
+            "tokens": corpus.num_tokens,
+            "presidents": corpus.num_authors,
+            "vocab": corpus.vocab_size,
+            "years": corpus.num_times,
+        },
+        "pwll": summary_scores,
+        "fit_seconds": {n: v for n, v in seconds.items() if v},
+        "per_seed": per_seed,
+        "table": table,
+        "dapper_beats_sklearn_lda_every_seed": all(
+            r["DAPPER"] > r["sklearn LDA"] for r in per_seed
+        ),
+        "personas_in_figure": [int(p) for p in shown],
+        "president_persona": persona_of,
+        "presidents_per_persona": counts.tolist(),
+        "top_words": [" ".join(ws) for ws in top],
+        "persona_top_topics": ev.persona_top_topics(state).tolist(),
+        "authors_concentrated_gt_0.9": ev.share_concentrated(state),
+    }

@@ -17,7 +17,8 @@ from benchmarks.peers._common import Stopwatch, result, version
 from benchmarks.peers.planar_vi import ring_energy_jax
 from benchmarks.peers.realnvp_density import make_data
 from flowjax_thesis.flows import planar_flow, realnvp_flow
-from flowjax_thesis.objectives import max_likelihood_loss, reverse_kl_loss
+from flowjax_thesis.grid import log_normalizer_grid
+from flowjax_thesis.objectives import elbo, max_likelihood_loss, reverse_kl_loss
 from flowjax_thesis.train import fit_vi, gradient_transition
 from flowjax_thesis.train.fit import make_chunk_runner
 
@@ -51,9 +52,11 @@ def planar(
     seed: int = 0,
     chunk: int = 500,
     unroll: int = 1,
+    constraint: str = "project",
 ) -> dict[str, Any]:
-    """The blog's planar VI step (K layers, batch 128, Adam 6e-4) on the ring energy."""
-    flow = planar_flow(2, K, unroll=unroll)
+    """The blog's planar VI step (K layers, batch 128, Adam 6e-4) on the ring energy, with the
+    blog's constraint on u by default (``constraint="project"``; issue 17)."""
+    flow = planar_flow(2, K, unroll=unroll, constraint=constraint)
     transition = gradient_transition(reverse_kl_loss(flow, ring_log_density, batch), optax.adam(lr))
     state = transition.init(flow.init(jax.random.PRNGKey(seed)))
     done, sw, compile_s, loss = _time_chunks(transition, state, None, None, steps, chunk, seed)
@@ -68,15 +71,23 @@ def planar(
         batch=batch,
         chunk=chunk,
         unroll=unroll,
+        constraint=constraint,
         jax=version("jax"),
     )
 
 
 def planar_full_run(
-    steps: int = 20000, K: int = 32, batch: int = 128, lr: float = 6e-4, seed: int = 0
+    steps: int = 20000,
+    K: int = 32,
+    batch: int = 128,
+    lr: float = 6e-4,
+    seed: int = 0,
+    constraint: str = "project",
+    eval_draws: int = 50000,
 ) -> dict[str, Any]:
-    """The whole blog run through the public API (``fit_vi``), compile included."""
-    flow = planar_flow(2, K)
+    """The whole blog run through the public API (``fit_vi``), compile included, and the ELBO
+    it reaches on ``eval_draws`` draws (with the peers' ring energy)."""
+    flow = planar_flow(2, K, constraint=constraint)
     t0 = time.perf_counter()
     params, fit_result = fit_vi(
         flow,
@@ -90,6 +101,8 @@ def planar_full_run(
     )
     jax.block_until_ready(params)
     seconds = time.perf_counter() - t0
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), 10**6)
+    value = jax.jit(lambda p: elbo(flow, p, key, ring_log_density, eval_draws))(params)
     return result(
         "flowjax_thesis_fit_vi_total",
         version("flowjax_thesis"),
@@ -99,8 +112,17 @@ def planar_full_run(
         fit_result.history[-1]["loss"],
         K=K,
         batch=batch,
+        seed=seed,
+        constraint=constraint,
+        elbo=float(value),
+        eval_draws=eval_draws,
         includes_compile=True,
     )
+
+
+def ring_log_z(lim: float = 7.0, n: int = 1000) -> float:
+    """log Z of the peers' ring energy by grid integration (the ELBO's upper bound)."""
+    return float(log_normalizer_grid(ring_log_density, lim, n))
 
 
 def realnvp(

@@ -33,6 +33,7 @@ NEEDS = {
     "normflows_planar": ["torch", "normflows"],
     "flowjax_planar": ["flowjax"],
     "flowjax_fit_helper": ["flowjax"],
+    "flowjax_planar_scan": ["flowjax"],
     "flowjax_realnvp": ["flowjax"],
     "distrax_realnvp": ["distrax"],
     "zuko_realnvp": ["torch", "zuko"],

@@ -1,5 +1,9 @@
-"""Training the GBNF posterior of the VAE (thesis section 4.5), on the helpers of
-:mod:`.training`.
+"""Training the GBNF posterior of the VAE (thesis section 4.5) with the one boosting driver
+(:func:`flowjax_thesis.models.gbnf.boost`): each stage is one ``fit`` call of one transition
+(built once; the state holds the component index and the stage's schedule), named by its tags
+(``{**tags, "component": c, "phase": "boost" | "finetune1"}``), so a resumed run restores the
+finished stages from their checkpoints and continues the interrupted one; the weight fit is a
+second ``fit`` call per stage (phase ``"boost-rho"``, ...).
 
 GBNF (:func:`train_gbnf_vae`), component ``c = 1..C`` in turn, each with the same schedule:
 
@@ -16,9 +20,12 @@ GBNF (:func:`train_gbnf_vae`), component ``c = 1..C`` in turn, each with the sam
 - decoder-shock remedy: each example's draw comes, with probability annealed linearly from 0 to
   ``shock_max`` (0.5) over the stage, from the fixed mixture ``G_{c-1}`` instead of ``g_c``
   (its loss is then that component's plain -ELBO, training only the encoder and the decoder);
+- the learning rate halves on a validation plateau (``optax.contrib.reduce_on_plateau`` fed by
+  an ``on_eval`` hook, restarted at each stage); during a stage the validation -ELBO counts the
+  new component at weight ``1/C``;
 - after the stage, ``rho_c`` by Algorithm 1 (:func:`flowjax_thesis.models.gbnf.
-  rho_sgd_transition`, SGD from ``1/C`` with the decaying step ``lr / (1 + 0.1 t)``, at most
-  100 iterations, gradient eq. 4.23 on training minibatches) and
+  rho_sgd_transition`: projected SGD from ``1/C`` with the decaying step ``lr / (1 + 0.1 t)``,
+  at most 100 iterations, gradient eq. 4.23 on training minibatches) and
   :meth:`~flowjax_thesis.models.gbnf.GBNF.assign_weight` (the others share ``1 - rho``);
 - GBNF+ (``finetune_steps > 0``): one more pass retraining each component against the mixture
   of all the others (no warm-up restart) and refitting its weight.
@@ -26,7 +33,7 @@ GBNF (:func:`train_gbnf_vae`), component ``c = 1..C`` in turn, each with the sam
 
 from __future__ import annotations
 
-import time
+import functools
 from typing import Any
 
 import flax.struct
@@ -35,24 +42,30 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from flowjax_thesis.models.vae.likelihoods import log_normal_diag, log_standard_normal
+from flowjax_thesis.models.gbnf import boost, make_schedule, rho_sgd_transition
+from flowjax_thesis.models.vae.likelihoods import log_standard_normal
 from flowjax_thesis.models.vae.model import VAE
-from flowjax_thesis.models.vae.posteriors import Boosted
+from flowjax_thesis.models.vae.posteriors import Boosted, diag_normal
 from flowjax_thesis.models.vae.training import (
-    _binarize,
-    _Plateau,
-    _run_chunks,
-    _val_fn,
+    VAL_METRIC,
+    binarize,
+    kl_weight,
     make_optimizer,
-    set_learning_rate,
+    make_plateau,
+    plateau_hook,
+    plateau_init,
+    scale_updates,
+    val_fn,
 )
-from flowjax_thesis.train.fit import make_chunk_runner
+from flowjax_thesis.train import fit
+from flowjax_thesis.train.transition import Transition
 
 
 @flax.struct.dataclass
 class BoostState:
     params: Any  # the model params; params["flow"] is the GBNF params dict
     opt_state: Any
+    plateau: Any  # optax.contrib.ReduceLROnPlateauState
     index: jax.Array  # the component being trained
     step: jax.Array  # step within the stage
     stage_len: jax.Array
@@ -83,25 +96,25 @@ def boosted_loss(
 ):
     """Eq. 4.21 for component ``index`` with the decoder-shock mixing; mean over the batch."""
     post: Boosted = model.posterior
+    gbnf = post.gbnf(model.latent)
+    flow = model.posterior_flow
     gp = params["flow"]
     frozen = jax.lax.stop_gradient(gp)
-    log_w_fixed, has_fixed = post.log_weights(frozen, exclude=index)
+    log_w_fixed, has_fixed = gbnf.mixture_log_weights(frozen, exclude=index)
     # with no fixed component (the first stage) use a dummy one so that no -inf/NaN enters the
     # gradient through the unselected branches below
     dummy = jnp.where(jnp.arange(post.num_components) == 0, 0.0, -jnp.inf)
     log_w_fixed = jnp.where(has_fixed, log_w_fixed, dummy)
-    enc = model.encode(params, x)
+    ctx = post.context(model.encode(params, x))
     b = x.shape[0]
     k_eps, k_mix, k_j = jax.random.split(key, 3)
-    eps = jax.random.normal(k_eps, enc["mu"].shape)
-    z0 = enc["mu"] + jnp.exp(0.5 * enc["log_var"]) * eps
-    log_q0 = log_normal_diag(z0, enc["mu"], enc["log_var"])
+    z0, log_q0 = diag_normal(ctx).sample_and_log_prob(seed=k_eps)
     # the new component (row ``index`` of the stacked params: gradient to that row only)
-    z_g, ld_g = post.push_component(gp, index, z0)
+    z_g, ld_g = flow.bijector(post.component(gp, index)).forward_and_log_det(z0)
     log_g = log_q0 - ld_g
     # a fixed component per example (for the decoder-shock remedy), frozen parameters
     j = jax.random.categorical(k_j, log_w_fixed, shape=(b,))
-    zs, lds = post.push_all(frozen, z0)
+    zs, lds = post.push_all(model.latent, frozen, z0)
     rows = jnp.arange(b)
     z_f, log_f = zs[j, rows], log_q0 - lds[j, rows]
     use_fixed = has_fixed & (jax.random.uniform(k_mix, (b,)) < shock_p)
@@ -109,13 +122,7 @@ def boosted_loss(
     rec = -model.log_lik(params, x, z)
     log_p = log_standard_normal(z)
     # log G_{c-1}(z_g | x): fixed mixture, fixed base (stop_gradient on mu, var)
-    enc_fixed = {
-        "mu": jax.lax.stop_gradient(enc["mu"]),
-        "log_var": jax.lax.stop_gradient(enc["log_var"]),
-    }
-    log_G = jax.vmap(lambda e, zz: post.mixture_log_prob(frozen, e, zz[None], log_w_fixed)[0])(
-        enc_fixed, z_g
-    )
+    log_G, _ = gbnf.log_prob_excluding(frozen, index, z_g, jax.lax.stop_gradient(ctx))
     log_G_used = log_G if log_g_floor is None else jnp.maximum(log_G, log_g_floor)
     boosted = rec + log_G_used + beta * (regularization * log_g - log_p)
     plain_g = rec + beta * (log_g - log_p)
@@ -130,23 +137,26 @@ def boosted_loss(
     return jnp.mean(per_example), aux
 
 
+@functools.lru_cache(maxsize=16)
 def boost_transition(
     model: VAE,
-    optimizer,
+    lr: float = 1e-3,
     beta0: float = 0.0,
     regularization: float = 1.0,
     log_g_floor: float | None = -10.0,
     dynamic: bool = False,
-):
-    """A Transition training component ``state.index`` (and the encoder/decoder)."""
-    from flowjax_thesis.train.transition import Transition
-
+) -> Transition:
+    """A Transition training component ``state.index`` (and the encoder/decoder);
+    ``init(params, index, stage_len, anneal_steps, shock_max)``. Built once per settings: every
+    stage (and every seed) shares one compiled runner."""
+    optimizer = make_optimizer(lr)
     c = model.posterior.num_components
 
     def init(params, index, stage_len, anneal_steps, shock_max):
         return BoostState(
             params,
             optimizer.init(_trainable(params)),
+            plateau_init(_trainable(params)),
             jnp.int32(index),
             jnp.int32(0),
             jnp.int32(stage_len),
@@ -156,12 +166,8 @@ def boost_transition(
 
     def step(state: BoostState, batch, key):
         k_bin, k_loss = jax.random.split(key)
-        x = _binarize(batch, k_bin, dynamic)
-        beta = jnp.where(
-            state.anneal_steps > 0,
-            beta0 + (1 - beta0) * jnp.clip(state.step / jnp.maximum(state.anneal_steps, 1), 0, 1),
-            1.0,
-        )
+        x = binarize(batch, k_bin, dynamic)
+        beta = kl_weight(state.step, state.anneal_steps, beta0)
         shock_p = state.shock_max * jnp.clip(state.step / jnp.maximum(state.stage_len, 1), 0, 1)
 
         def loss(tr):
@@ -173,13 +179,20 @@ def boost_transition(
         tr = _trainable(state.params)
         (value, aux), grads = jax.value_and_grad(loss, has_aux=True)(tr)
         updates, opt_state = optimizer.update(grads, state.opt_state, tr)
+        updates = scale_updates(updates, state.plateau)
         row = jax.nn.one_hot(state.index, c)
         updates["components"] = jax.tree.map(
             lambda u: u * row.reshape((-1,) + (1,) * (u.ndim - 1)).astype(u.dtype),
             updates["components"],
         )
         tr = optax.apply_updates(tr, updates)
-        metrics = {"loss": value, "beta": beta, "shock_p": shock_p, **aux}
+        metrics = {
+            "loss": value,
+            "beta": beta,
+            "shock_p": shock_p,
+            "lr": lr * state.plateau.scale,
+            **aux,
+        }
         new = state.replace(
             params=_merge(state.params, tr), opt_state=opt_state, step=state.step + 1
         )
@@ -188,69 +201,98 @@ def boost_transition(
     return Transition(init, step)
 
 
-def _gbnf(model):
-    return model.posterior.gbnf(model.latent)
+# -- the weight: Algorithm 1 through the engine ----------------------------------------------
 
 
-def rho_gradient(model: VAE, params, index, num_draws: int = 1):
+def rho_gradient(model: VAE, rho, batch, key, frozen, num_draws: int = 1):
     """Eq. 4.23 on a minibatch: ``mean gamma(z ~ g_c) - mean gamma(z ~ G_{c-1})`` with
-    ``gamma_rho(z) = log((1 - rho) G_{c-1}(z|x) + rho g_c(z|x)) - log p(x, z)``."""
+    ``gamma_rho(z) = log((1 - rho) G_{c-1}(z|x) + rho g_c(z|x)) - log p(x, z)``; ``frozen`` holds
+    the model ``params`` and the component ``index``."""
     post: Boosted = model.posterior
+    gbnf = post.gbnf(model.latent)
+    params, index = frozen["params"], frozen["index"]
     gp = params["flow"]
-    log_w_fixed, _ = post.log_weights(gp, exclude=index)
+    log_w_fixed, _ = gbnf.mixture_log_weights(gp, exclude=index)
     one_hot = jnp.where(jnp.arange(post.num_components) == index, 0.0, -jnp.inf)
+    x = batch
+    ctx = post.context(model.encode(params, x))
+    k_g, k_G = jax.random.split(key)
 
-    def grad(rho, batch, key):
-        x = batch
-        enc = model.encode(params, x)
-        k_g, k_G = jax.random.split(key)
+    def draws(log_w, k):
+        keys = jax.random.split(k, x.shape[0])
+        return jax.vmap(lambda c, kk: post.draw(model.latent, gp, c, kk, num_draws, log_w)[0])(
+            ctx, keys
+        )
 
-        def draws(log_w, k):
-            keys = jax.random.split(k, x.shape[0])
-            return jax.vmap(lambda e, kk: post.sample_components(gp, e, kk, num_draws, log_w)[0])(
-                enc, keys
-            )
+    def gamma(z):  # z: (B, n, d)
+        zt = jnp.swapaxes(z, 0, 1)  # (n, B, d): the context's batch is the trailing one
+        log_G, _ = gbnf.log_prob_excluding(gp, index, zt, ctx)
+        log_g = gbnf.component_log_prob(post.component(gp, index), index, zt, ctx)
+        mix = jnp.logaddexp(jnp.log1p(-rho) + log_G, jnp.log(rho) + log_g)
+        log_joint = model.log_lik(params, x, zt) + log_standard_normal(zt)
+        return jnp.mean(mix - log_joint)
 
-        def gamma(z):
-            log_G = jax.vmap(lambda e, zz: post.mixture_log_prob(gp, e, zz, log_w_fixed))(enc, z)
-            log_g = jax.vmap(lambda e, zz: post.mixture_log_prob(gp, e, zz, one_hot))(enc, z)
-            mix = jnp.logaddexp(jnp.log1p(-rho) + log_G, jnp.log(rho) + log_g)
-            log_joint = model.log_lik(params, x[:, None], z) + log_standard_normal(z)
-            return jnp.mean(mix - log_joint)
-
-        return gamma(draws(one_hot, k_g)) - gamma(draws(log_w_fixed, k_G))
-
-    return grad
+    return gamma(draws(one_hot, k_g)) - gamma(draws(log_w_fixed, k_G))
 
 
-def fit_rho(model: VAE, params, index, train_x, key, steps=100, batch_size=64, lr=0.005):
-    """Algorithm 1 for component ``index``; returns ``(params with the new weight, rho)``."""
-    from flowjax_thesis.models.gbnf import rho_sgd_transition
+@functools.lru_cache(maxsize=16)
+def rho_transition(model: VAE, lr: float = 0.005) -> Transition:
+    """Algorithm 1 (:func:`~flowjax_thesis.models.gbnf.rho_sgd_transition`) on
+    :func:`rho_gradient`; ``init(rho0, {"params": params, "index": index})``."""
+    return rho_sgd_transition(functools.partial(rho_gradient, model), lr=lr, decay=0.1)
 
-    gbnf = _gbnf(model)
+
+def fit_rho(
+    model: VAE,
+    params,
+    index: int,
+    train_x,
+    key,
+    steps: int = 100,
+    batch_size: int = 64,
+    lr: float = 0.005,
+    run=None,
+    tags: dict | None = None,
+    mesh=None,
+):
+    """Algorithm 1 for component ``index`` as one ``fit`` call; returns ``(params with the new
+    weight, rho)`` (the first component gets weight 1 without a fit)."""
+    gbnf = model.posterior.gbnf(model.latent)
     active = np.asarray(params["flow"]["active"]).copy()
     active[index] = False
     if not active.any():
         return {**params, "flow": gbnf.assign_weight(params["flow"], index, 1.0)}, 1.0
-    tr = rho_sgd_transition(rho_gradient(model, params, index), lr=lr, decay=0.1)
-    state = tr.init(1.0 / gbnf.num_components)
-    x = jnp.asarray(train_x)
-    runner = make_chunk_runner(tr, batch_size, x.shape[0])
-    state, _, _ = runner(state, x, key, np.int32(0), steps)
-    rho = float(np.clip(float(state.rho), 5e-4, 0.999))  # the original code's clip
+    tr = rho_transition(model, float(lr))
+    state = tr.init(1.0 / gbnf.num_components, {"params": params, "index": jnp.int32(index)})
+    result = fit(
+        tr,
+        state,
+        jnp.asarray(train_x),
+        key=key,
+        steps=steps,
+        batch_size=batch_size,
+        chunk_size=max(steps, 1),
+        run=run,
+        tags=tags,
+        mesh=mesh,
+        progress=False,
+    )
+    rho = float(np.clip(float(result.state.rho), 5e-4, 0.999))  # the original code's clip
     return {**params, "flow": gbnf.assign_weight(params["flow"], index, rho)}, rho
 
 
-def _with_current(model, params, index):
-    """Params for evaluating during the stage of an inactive component: it joins the mixture
-    at weight ``1/C`` (the original code's initial rho)."""
-    gbnf = _gbnf(model)
+def with_current(model: VAE, params, index):
+    """Params for evaluating during the stage of an inactive component ``index`` (may be
+    traced): it joins the mixture at weight ``1/C`` (the original code's initial rho)."""
+    gbnf = model.posterior.gbnf(model.latent)
     flow = params["flow"]
-    active = bool(np.asarray(flow["active"])[index])
-    if active:
-        return params
-    rho = 1.0 / gbnf.num_components
-    return {**params, "flow": gbnf.assign_weight(flow, index, rho)}
+    joined = gbnf.assign_weight(flow, index, 1.0 / gbnf.num_components)
+    active = flow["active"][index]
+    flow = jax.tree.map(lambda a, b: jnp.where(active, a, b), flow, joined)
+    return {**params, "flow": flow}
+
+
+# -- the schedule -------------------------------------------------------------------------------
 
 
 def train_gbnf_vae(
@@ -275,84 +317,100 @@ def train_gbnf_vae(
     dynamic: bool = False,
     params=None,
     run=None,
-    label: str = "gbnf",
+    tags: dict | None = None,
+    mesh=None,
+    mode: str = "scan",
     snapshot_after_boost: bool = True,
 ):
     """Boosts ``model.posterior.num_components`` RealNVP components in turn (then GBNF+).
 
     Returns ``(params, info)``: ``info["history"]`` (per evaluation: global step, component,
-    phase, train loss, validation -ELBO), ``info["boundaries"]`` (global steps where a stage
-    starts), ``info["rho"]`` per stage and ``info["params_gbnf"]`` (the params before
-    fine-tuning, when ``finetune_steps > 0``).
+    phase, train loss, validation -ELBO; a resumed run has the whole history),
+    ``info["boundaries"]`` (global steps where a stage
+    starts), ``info["rho"]`` and ``info["stages"]`` per stage and ``info["params_gbnf"]`` (the
+    params before fine-tuning, when ``finetune_steps > 0``).
     """
     if not isinstance(model.posterior, Boosted):
         raise TypeError("train_gbnf_vae needs a VAE whose posterior is make_posterior('gbnf')")
-    k_init, k_fit, k_val, k_rho = jax.random.split(key, 4)
+    k_init, k_fit, k_val = jax.random.split(key, 3)
     params = model.init(k_init) if params is None else params
     c_total = model.posterior.num_components
-    optimizer = make_optimizer(lr)
-    transition = boost_transition(model, optimizer, beta0, regularization, log_g_floor, dynamic)
+    tags = dict(tags or {"model": "gbnf"})
+    transition = boost_transition(
+        model, float(lr), float(beta0), float(regularization), log_g_floor, bool(dynamic)
+    )
     train = jnp.asarray(train_x)
-    runner = make_chunk_runner(transition, batch_size, train.shape[0])
-    val = _val_fn(model, val_x)
-    schedule = [(c, "boost") for c in range(c_total)]
-    if finetune_steps > 0:
-        schedule += [(c, "finetune") for c in range(c_total)]
+    val = val_fn(model, val_x)
+    val_current = jax.jit(lambda p, i, k: val(with_current(model, p, i), k))
+    stages = make_schedule(
+        c_total,
+        steps_per_component,
+        finetune_passes=1 if finetune_steps > 0 else 0,
+        finetune_steps=finetune_steps or None,
+    )
     info: dict = {"history": [], "boundaries": [], "rho": [], "stages": []}
-    global_step = 0
-    t0 = time.time()
-    for n_stage, (c, phase) in enumerate(schedule):
-        if phase == "finetune" and "params_gbnf" not in info and snapshot_after_boost:
-            info["params_gbnf"] = params
-        stage_len = steps_per_component if phase == "boost" else finetune_steps
-        warm = anneal_steps if phase == "boost" else 0
-        shock = shock_max if c > 0 or phase == "finetune" else 0.0
-        state = transition.init(params, c, stage_len, warm, shock)
-        plateau = _Plateau(lr, plateau_patience)
-        info["boundaries"].append(global_step)
-        every = max(1, min(eval_every, stage_len))
-        k_stage = jax.random.fold_in(k_fit, n_stage)
-        for start in range(0, stage_len, every):
-            n = min(every, stage_len - start)
-            state, m = _run_chunks(runner, state, train, k_stage, start, n, f"{label} c={c}")
-            v = float(val(_with_current(model, state.params, c), k_val))
-            if plateau.update(v):
-                state = state.replace(opt_state=set_learning_rate(state.opt_state, plateau.lr))
-            global_step += n
-            rec = {
-                "step": global_step,
-                "component": c,
-                "phase": phase,
-                "train_loss": m["loss"],
-                "val_neg_elbo": v,
-                "beta": m["beta"],
-                "shock_p": m["shock_p"],
-                "lr": plateau.lr,
-            }
-            info["history"].append(rec)
-            if run is not None:
-                run.log_metrics(
-                    global_step, model=label, **{k: v for k, v in rec.items() if k != "step"}
-                )
-        params = state.params
-        params, rho = fit_rho(
-            model,
-            params,
-            c,
-            train,
-            jax.random.fold_in(k_rho, n_stage),
-            rho_steps,
-            batch_size,
-            rho_lr,
+
+    def init_state(p, stage):
+        boosting = stage.phase == "boost"
+        shock = shock_max if stage.component > 0 or not boosting else 0.0
+        warm = anneal_steps if boosting else 0
+        return transition.init(p, stage.component, stage.steps, warm, shock)
+
+    def before_stage(p, stage):
+        if stage.phase != "boost" and "params_gbnf" not in info and snapshot_after_boost:
+            info["params_gbnf"] = p
+        return p
+
+    def fit_weight(p, stage, k):
+        rho_tags = {**tags, "component": stage.component, "phase": f"{stage.phase}-rho"}
+        p, rho = fit_rho(
+            model, p, stage.component, train, k, rho_steps, batch_size, rho_lr, run, rho_tags, mesh
         )
-        weights = _gbnf(model).weights(params["flow"]).round(3).tolist()
+        weights = model.posterior.gbnf(model.latent).weights(p["flow"]).round(3).tolist()
         info["rho"].append(rho)
-        info["stages"].append({"component": c, "phase": phase, "rho": rho, "weights": weights})
-        if run is not None:
-            run.print(
-                f"[{label}] {phase} component {c + 1}/{c_total}: rho {rho:.3f}, weights {weights}"
-            )
-    info["seconds"] = time.time() - t0
+        return p, {"rho": rho, "weights": weights}
+
+    every = max(1, min(eval_every, min(s.steps for s in stages)))
+    params, out = boost(
+        transition,
+        params,
+        stages,
+        key=k_fit,
+        init_state=init_state,
+        fit_weight=fit_weight,
+        before_stage=before_stage,
+        data=train,
+        tags=tags,
+        run=run,
+        batch_size=batch_size,
+        chunk_size=every,
+        mode=mode,
+        eval_fn=lambda st: {VAL_METRIC: float(val_current(st.params, st.index, k_val))},
+        eval_every=every,
+        on_eval=plateau_hook(make_plateau(lr, plateau_patience)),
+        monitor=VAL_METRIC,
+        mesh=mesh,
+    )
+    info["stages"] = [
+        {k: r[k] for k in ("component", "phase", "rho", "weights")} for r in out["stages"]
+    ]
+    info["seconds"] = out["seconds"]
+    offset = 0
+    for stage, result in zip(stages, out["results"], strict=True):
+        info["boundaries"].append(offset)
+        records = result.history  # a resumed stage's history starts with its logged records
+        for r in sorted(records, key=lambda r: r["step"]):
+            if VAL_METRIC in r:
+                info["history"].append(
+                    {
+                        "step": offset + r["step"],
+                        "component": stage.component,
+                        "phase": stage.phase,
+                        "train_loss": r.get("loss"),
+                        VAL_METRIC: r[VAL_METRIC],
+                    }
+                )
+        offset += stage.steps
     return params, info
 
 
@@ -363,8 +421,8 @@ def shock_jumps(info: dict, window: float = 0.25) -> list[float]:
     jumps = []
     comps = sorted({h["component"] for h in hist})
     for c in comps[1:]:
-        prev = [h["val_neg_elbo"] for h in hist if h["component"] == c - 1]
-        cur = [h["val_neg_elbo"] for h in hist if h["component"] == c]
+        prev = [h[VAL_METRIC] for h in hist if h["component"] == c - 1]
+        cur = [h[VAL_METRIC] for h in hist if h["component"] == c]
         if not prev or not cur:
             continue
         k = max(1, int(round(window * len(cur))))

@@ -34,7 +34,7 @@ from flowjax_thesis.models.vae.likelihoods import (
     out_channels,
 )
 from flowjax_thesis.models.vae.networks import Decoder, Encoder, check_image_shape
-from flowjax_thesis.models.vae.posteriors import Gaussian, flat_size
+from flowjax_thesis.models.vae.posteriors import Boosted, Gaussian, flat_size
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,13 @@ class VAE:
         )
 
     @property
-    def amortized_shapes(self) -> dict:
-        return self.posterior.amortized_shapes(self.latent)
+    def amortized_shapes(self):
+        return self.posterior.amortized_shapes(self.latent, self.hidden)
+
+    @property
+    def posterior_flow(self):
+        """The posterior's :class:`~flowjax_thesis.flows.Flow` (for GBNF: one component)."""
+        return self.posterior.flow(self.latent, self.hidden)
 
     @property
     def head(self):
@@ -93,18 +98,21 @@ class VAE:
         return x
 
     def encode(self, params, x) -> dict:
-        """Batched encoder outputs: ``mu``, ``log_var`` (B, d), ``h`` (B, hidden), ``amort``."""
+        """Batched encoder outputs: ``mu``, ``log_var`` (B, d), ``h`` (B, hidden), ``amort`` (the
+        amortised Flow params, a pytree with leading ``B``; None if not amortised)."""
         x = self.check_images(x)
         h = self.encoder.apply(params["encoder"], x)
         out = self.head.apply(params["head"], h)
         d = self.latent
         mu, raw = out[..., :d], out[..., d : 2 * d]
         log_var = jnp.log(jax.nn.softplus(raw) + 1e-4)
-        amort, start = {}, 2 * d
-        for name, shape in sorted(self.amortized_shapes.items()):
-            size = math.prod(shape)
-            amort[name] = out[..., start : start + size].reshape(out.shape[:-1] + shape)
+        leaves, treedef = jax.tree.flatten(self.amortized_shapes)
+        parts, start = [], 2 * d
+        for leaf in leaves:
+            size = math.prod(leaf.shape)
+            parts.append(out[..., start : start + size].reshape(out.shape[:-1] + leaf.shape))
             start += size
+        amort = jax.tree.unflatten(treedef, parts) if leaves else None
         return {"mu": mu, "log_var": log_var, "h": h, "amort": amort}
 
     def log_lik(self, params, x, z):
@@ -125,14 +133,29 @@ class VAE:
 
     # -- samples from q for a batch -----------------------------------------------------------
     def sample_posterior(self, params, enc, key, n: int, component_convention: bool = False):
-        """``(z (B, n, d), log q (B, n))`` for every example of a batch."""
+        """``(z (B, n, d), log q (B, n))`` for every example of a batch (``enc`` from
+        :meth:`encode`). For GBNF ``log q`` is the mixture density ``log G(z | x)``, or with
+        ``component_convention`` each draw's own component density ``log g_j(z | x)``."""
         keys = jax.random.split(key, enc["mu"].shape[0])
-        fn = (
-            self.posterior.component_elbo_samples
-            if component_convention
-            else self.posterior.sample_and_log_prob
-        )
-        return jax.vmap(lambda e, k: fn(params["flow"], e, k, n))(enc, keys)
+        post, gp = self.posterior, params["flow"]
+        ctx = post.context(enc)
+        if isinstance(post, Boosted):
+            gbnf = post.gbnf(self.latent)
+            log_w, _ = gbnf.mixture_log_weights(gp)
+
+            def one(c, k):
+                if not component_convention:
+                    return gbnf.sample_and_log_prob(gp, k, n, context=c)
+                z, _, log_g = post.draw(self.latent, gp, c, k, n, log_w)
+                return z, log_g
+
+            return jax.vmap(one)(ctx, keys)
+        flow = self.posterior_flow
+
+        def one(c, a, k):
+            return flow.sample_and_log_prob(post.flow_params(gp, a), k, n, context=c)
+
+        return jax.vmap(one)(ctx, enc["amort"], keys)
 
     def log_weights(self, params, x, key, n: int, component_convention: bool = False):
         """``log p(x|z) + log p(z) - log q(z|x)`` for ``n`` draws per example: ``(B, n)``."""
@@ -244,7 +267,11 @@ def _model_importance_nll(
     model: VAE, params, x, key, num_samples, sample_chunk, data_chunk, with_elbo
 ):
     enc_fn = lambda xc: model.encode(params, xc)
-    sample_fn = lambda enc, k, n: model.posterior.sample_and_log_prob(params["flow"], enc, k, n)
+
+    def sample_fn(enc, k, n):  # one example: a batch axis of 1 for sample_posterior
+        z, log_q = model.sample_posterior(params, jax.tree.map(lambda a: a[None], enc), k, n)
+        return z[0], log_q[0]
+
     lik_fn = lambda xc, z: model.log_lik(params, xc[:, None], z)
     return importance_nll(
         enc_fn, sample_fn, lik_fn, x, key, num_samples, sample_chunk, data_chunk, with_elbo

@@ -1,26 +1,27 @@
-"""Variational posteriors ``q(z | x)`` for the VAE: a diagonal Gaussian base ``q0(z0 | x) =
-N(mu(x), diag(var(x)))`` pushed through a flow ``z_K = f_K o ... o f_1(z0)``, so
+"""Variational posteriors ``q(z | x)`` for the VAE, each a :class:`~flowjax_thesis.flows.Flow`:
+the encoder's diagonal Gaussian ``q0(z0 | x) = N(mu(x), diag(var(x)))`` as the Flow's base (a
+function of the context, :func:`diag_normal`) pushed through ``z_K = f_K o ... o f_1(z0)``, so
 ``log q(z_K | x) = log q0(z0 | x) - sum_k log|det df_k/dz_{k-1}|`` (thesis eq. 2.9).
 
-Families (:func:`make_posterior`):
+Families (:func:`make_posterior`); ``spec.flow(latent, hidden)`` builds the Flow:
 
-- ``gaussian``: no flow (the plain VAE).
+- ``gaussian``: no flow (the plain VAE; one identity layer).
 - ``planar``, ``radial``, ``sylvester_orthogonal`` / ``_householder`` / ``_triangular``: ``K``
   layers whose parameters the encoder emits per data point (amortised, as in Rezende & Mohamed
-  and van den Berg et al.); each example binds its own bijectors under ``vmap``.
+  and van den Berg et al.): the Flow's params are the encoder head's outputs, and each example
+  binds its own bijectors under ``vmap`` (``amortized = True``). Sylvester flows use
+  :class:`~.sylvester_stack.SylvesterStack` (the ``K`` orthogonal matrices in one batched call)
+  unless ``batched=False`` (``Repeat`` of the foundation layer: the same map, slower).
 - ``iaf``: ``K`` MADE autoregressive layers (one hidden layer of ``h`` units) with reversals in
-  between, conditioned on the encoder features ``h(x)`` (Kingma et al., 2016).
+  between, conditioned on the encoder features ``h(x)`` (``layer_context``; Kingma et al., 2016).
 - ``realnvp``: ``K`` RealNVP steps, each two affine couplings (one per half) with one tanh hidden
   layer of ``h`` units, global (not amortised) parameters, as in the original code.
-- ``gbnf``: a mixture of ``C`` RealNVP components built with
-  :class:`flowjax_thesis.models.gbnf.GBNF` (stacked component params, log-space weights), all
-  sharing the amortised Gaussian base; ``log G(z | x) = logsumexp_j(log w_j + log q0(f_j^{-1}(z)
-  | x) + log|det df_j^{-1}/dz|)``.
+- ``gbnf``: a :class:`~flowjax_thesis.models.gbnf.GBNF` mixture of ``C`` such RealNVP Flows
+  (stacked component params, log-space weights), all sharing the amortised Gaussian base;
+  ``log G(z | x) = logsumexp_j(log w_j + log q0(f_j^{-1}(z) | x) + log|det df_j^{-1}/dz|)``.
 
-Every posterior works on one example (the encoder outputs of one ``x``) and ``n`` draws:
-``sample_and_log_prob(gparams, enc, key, n) -> (z (n, d), log q (n,))``; the VAE vmaps it over
-the batch. ``enc`` is a dict with ``mu``, ``log_var`` (d,), ``h`` (features) and ``amort`` (the
-amortised flow parameters, a dict of arrays with a leading ``K`` axis).
+The context of one example is ``{"mu": (d,), "log_var": (d,)}`` (plus ``"h": (hidden,)`` for
+IAF); the VAE binds it (and, for amortised flows, the params) per example under ``vmap``.
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import distrax
 import jax
 import jax.numpy as jnp
 
-from flowjax_thesis.bijectors import Chain, Repeat, make_layer
-from flowjax_thesis.flows import realnvp_flow
-from flowjax_thesis.models.vae.likelihoods import log_normal_diag
+from flowjax_thesis.bijectors import Chain, Layer, Repeat, make_layer
+from flowjax_thesis.flows import Flow, realnvp_flow
+from flowjax_thesis.models.vae.sylvester_stack import SylvesterStack
 
 POSTERIORS = (
     "gaussian",
@@ -48,11 +50,30 @@ POSTERIORS = (
 )
 
 
-def _base_sample(enc, key, n):
-    mu, log_var = enc["mu"], enc["log_var"]
-    eps = jax.random.normal(key, (n,) + mu.shape)
-    z0 = mu + jnp.exp(0.5 * log_var) * eps
-    return z0, log_normal_diag(z0, mu, log_var)
+def diag_normal(context) -> distrax.MultivariateNormalDiag:
+    """The amortised base ``N(mu(x), diag(exp(log_var(x))))`` of a posterior Flow."""
+    return distrax.MultivariateNormalDiag(context["mu"], jnp.exp(0.5 * context["log_var"]))
+
+
+def encoder_features(context):
+    """What IAF layers are conditioned on: the encoder features ``h(x)``."""
+    return context["h"]
+
+
+def no_layer_context(context):
+    """The layers of the other posteriors see no context (RealNVP's couplings could take one)."""
+    return None
+
+
+@dataclass(frozen=True)
+class Identity(Layer):
+    """The identity map (the plain VAE's posterior is its base alone)."""
+
+    def init(self, key, event_shape, context_shape=None):
+        return {}
+
+    def bind(self, params, context=None):
+        return distrax.Block(distrax.ScalarAffine(0.0, 1.0), 1)
 
 
 @dataclass(frozen=True)
@@ -60,25 +81,42 @@ class Gaussian:
     """The plain VAE posterior ``N(mu(x), diag(var(x)))``."""
 
     name: str = "gaussian"
+    #: the Flow's params come from the encoder head, one set per example
+    amortized = False
 
-    def amortized_shapes(self, latent: int) -> dict:
-        return {}
+    def layers(self, latent: int) -> tuple[Layer, ...]:
+        return (Identity(),)
+
+    def context_shape(self, latent: int, hidden: int) -> dict:
+        return {"mu": (latent,), "log_var": (latent,)}
+
+    def flow(self, latent: int, hidden: int) -> Flow:
+        return Flow(
+            self.layers(latent),
+            (latent,),
+            self.context_shape(latent, hidden),
+            base=diag_normal,
+            layer_context=no_layer_context,
+        )
+
+    def context(self, enc) -> dict:
+        """The Flow's context from the encoder outputs (batched or one example)."""
+        return {k: enc[k] for k in self.context_shape(1, 1)}
 
     def init(self, key, latent: int, hidden: int):
-        return {}
+        """Global (not amortised) params of the posterior."""
+        return {} if self.amortized else self.flow(latent, hidden).init(key)
 
-    def push(self, gparams, enc, z0):
-        return z0, jnp.zeros(z0.shape[:-1])
+    def amortized_shapes(self, latent: int, hidden: int = 1):
+        """The params pytree (of ``ShapeDtypeStruct``) the encoder head emits per example
+        (None when the posterior is not amortised)."""
+        if not self.amortized:
+            return None
+        return jax.eval_shape(self.flow(latent, hidden).init, jax.random.PRNGKey(0))
 
-    def sample_and_log_prob(self, gparams, enc, key, n: int):
-        z0, log_q0 = _base_sample(enc, key, n)
-        z, ldj = self.push(gparams, enc, z0)
-        return z, log_q0 - ldj
-
-    def component_elbo_samples(self, gparams, enc, key, n: int):
-        """Draws and ``log q`` for the reported -ELBO (for a mixture: each draw's own component,
-        the thesis's eq. 2.9 convention)."""
-        return self.sample_and_log_prob(gparams, enc, key, n)
+    def flow_params(self, gparams, amort):
+        """The Flow's params for one example."""
+        return amort if self.amortized else gparams
 
     @property
     def num_components(self) -> int:
@@ -93,82 +131,25 @@ class Amortized(Gaussian):
     num_layers: int = 16
     num_ortho: int | None = None  # Sylvester orthogonal: M columns (default min(d, 32))
     num_householder: int = 8
+    batched: bool = True  # Sylvester: SylvesterStack (fast) rather than Repeat(Sylvester)
+    amortized = True
 
-    @property
-    def layer(self):
+    def layers(self, latent: int) -> tuple[Layer, ...]:
         if self.name.startswith("sylvester_"):
-            kw = {"num_ortho": self.num_ortho} if self.name.endswith("orthogonal") else {}
-            if self.name.endswith("householder"):
-                kw["num_householder"] = self.num_householder
-            return make_layer(self.name, **kw)
-        return make_layer(self.name)
-
-    def _m(self, latent):
-        return min(latent, 32) if self.num_ortho is None else self.num_ortho
-
-    def _layer_shapes(self, latent):
-        layer = self.layer
-        if hasattr(layer, "param_shapes"):
-            if self.name.endswith("orthogonal") and not 1 <= self._m(latent) <= latent:
-                raise ValueError(f"num_ortho must be in [1, {latent}], got {self.num_ortho}")
-            return layer.param_shapes((latent,))
-        shapes = jax.eval_shape(lambda k: layer.init(k, (latent,)), jax.random.PRNGKey(0))
-        return {k: tuple(v.shape) for k, v in shapes.items()}
-
-    def amortized_shapes(self, latent: int) -> dict:
-        return {k: (self.num_layers,) + s for k, s in self._layer_shapes(latent).items()}
-
-    def push(self, gparams, enc, z0):
-        if self.name.startswith("sylvester_"):
-            return self._push_sylvester(enc["amort"], z0)
-        layer = self.layer
-
-        def body(carry, p):
-            z, total = carry
-            z, ld = layer.bind(p).forward_and_log_det(z)
-            return (z, total + ld), None
-
-        (z, ldj), _ = jax.lax.scan(body, (z0, jnp.zeros(z0.shape[:-1])), enc["amort"])
-        return z, ldj
-
-    def _push_sylvester(self, amort, z0):
-        """The Sylvester forward of :class:`flowjax_thesis.bijectors.Sylvester` (same
-        parameterisation: ``tanh`` diagonals, strictly upper-triangular rest), with the ``K``
-        orthogonal matrices of an example built in one batched call before the layer loop
-        (binding each layer per example under ``scan`` puts ``K`` sequential QR gradients on
-        the hot path, ~20x slower on CPU). Triangular flows alternate the identity and the
-        reversal permutation between layers as in van den Berg et al."""
-        d = z0.shape[-1]
-        layer = self.layer
-        k = self.num_layers
-        if self.name.endswith("orthogonal"):
-            q, r = jnp.linalg.qr(amort["q"])  # (K, d, M)
-            q = q * jnp.where(jnp.diagonal(r, axis1=-2, axis2=-1) < 0, -1.0, 1.0)[:, None, :]
-        elif self.name.endswith("householder"):
-            q = jax.vmap(lambda v: layer._q({"v": v}, d))(amort["v"])
-        else:
-            eye = jnp.eye(d)
-            q = jnp.where((jnp.arange(k) % 2 == 1)[:, None, None], eye[::-1], eye)
-        m = amort["r1"].shape[-1]
-        triu = jnp.triu(jnp.ones((m, m)), 1)
-        eye_m = jnp.eye(m)
-
-        def tri(r):
-            return r * triu + eye_m * jnp.tanh(jnp.diagonal(r, axis1=-2, axis2=-1))[..., None, :]
-
-        r1, r2 = tri(amort["r1"]), tri(amort["r2"])
-        diag = jnp.diagonal(r1, axis1=-2, axis2=-1) * jnp.diagonal(r2, axis1=-2, axis2=-1)
-
-        def body(carry, p):
-            z, total = carry
-            q_k, r1_k, r2_k, b_k, d_k = p
-            h = jnp.tanh((z @ q_k) @ r2_k.T + b_k)
-            z = z + (h @ r1_k.T) @ q_k.T
-            return (z, total + jnp.sum(jnp.log1p(d_k * (1.0 - h**2)), -1)), None
-
-        init = (z0, jnp.zeros(z0.shape[:-1]))
-        (z, ldj), _ = jax.lax.scan(body, init, (q, r1, r2, amort["b"], diag))
-        return z, ldj
+            kind = self.name.removeprefix("sylvester_")
+            stack = SylvesterStack(kind, self.num_layers, self.num_ortho, self.num_householder)
+            if kind == "orthogonal":
+                m = min(latent, 32) if self.num_ortho is None else self.num_ortho
+                if not 1 <= m <= latent:
+                    raise ValueError(f"num_ortho must be in [1, {latent}], got {self.num_ortho}")
+            if self.batched:
+                return (stack,)
+            if kind == "triangular":  # alternate Q = I and the reversal, as the stack does
+                pair = Chain((stack.layer(1), stack.layer(0)))
+                rest = (stack.layer(0),) if self.num_layers % 2 else ()
+                return rest + ((Repeat(pair, self.num_layers // 2),) if self.num_layers > 1 else ())
+            return (Repeat(stack.layer(), self.num_layers),)
+        return (Repeat(make_layer(self.name), self.num_layers),)
 
 
 @dataclass(frozen=True)
@@ -179,16 +160,21 @@ class IAF(Gaussian):
     num_layers: int = 8
     hidden_units: int = 256
 
-    def _chain(self):
+    def layers(self, latent: int) -> tuple[Layer, ...]:
         step = Chain((make_layer("iaf", hidden=(self.hidden_units,)), make_layer("reverse")))
-        return Repeat(step, self.num_layers)
+        return (Repeat(step, self.num_layers),)
 
-    def init(self, key, latent: int, hidden: int):
-        return self._chain().init(key, (latent,), (hidden,))
+    def context_shape(self, latent: int, hidden: int) -> dict:
+        return {"mu": (latent,), "log_var": (latent,), "h": (hidden,)}
 
-    def push(self, gparams, enc, z0):
-        ctx = jnp.broadcast_to(enc["h"], z0.shape[:-1] + enc["h"].shape)
-        return self._chain().bind(gparams, ctx).forward_and_log_det(z0)
+    def flow(self, latent: int, hidden: int) -> Flow:
+        return Flow(
+            self.layers(latent),
+            (latent,),
+            self.context_shape(latent, hidden),
+            base=diag_normal,
+            layer_context=encoder_features,
+        )
 
 
 @dataclass(frozen=True)
@@ -199,95 +185,48 @@ class RealNVP(Gaussian):
     num_layers: int = 8
     hidden_units: int = 256
 
-    def flow(self, latent):
-        return realnvp_flow(latent, 2 * self.num_layers, (self.hidden_units,), "tanh")
-
-    def init(self, key, latent: int, hidden: int):
-        return self.flow(latent).init(key)
-
-    def push(self, gparams, enc, z0):
-        latent = z0.shape[-1]
-        return self.flow(latent).bijector(gparams).forward_and_log_det(z0)
+    def layers(self, latent: int) -> tuple[Layer, ...]:
+        return realnvp_flow(latent, 2 * self.num_layers, (self.hidden_units,), "tanh").layers
 
 
 @dataclass(frozen=True)
-class Boosted(Gaussian):
-    """GBNF posterior: a mixture of ``num_components`` RealNVP components (thesis section 4.5).
-
-    ``gparams`` is a :class:`~flowjax_thesis.models.gbnf.GBNF` params dict (``components``
-    stacked on a leading axis, ``log_weights``, ``active``). ``sample_and_log_prob`` draws from
-    the mixture of the active components (component ``j ~ Categorical(w)``, then the shared base
-    pushed through it) and returns the full mixture density ``log G(z | x)``.
-    """
+class Boosted(RealNVP):
+    """GBNF posterior: a mixture of ``num_components`` RealNVP posterior Flows (thesis section
+    4.5). The global params are a :class:`~flowjax_thesis.models.gbnf.GBNF` params dict
+    (``components`` stacked on a leading axis, ``log_weights``, ``active``); ``flow`` is one
+    component (with the shared amortised base)."""
 
     name: str = "gbnf"
-    num_components: int = 4
-    num_layers: int = 8
-    hidden_units: int = 256
+    num_components: int = 4  # type: ignore[assignment]
 
-    def gbnf(self, latent):
-        from flowjax_thesis.models.gbnf import GBNF, component_flow
+    def gbnf(self, latent: int):
+        from flowjax_thesis.models.gbnf import GBNF
 
-        flow = component_flow("realnvp", latent, 2 * self.num_layers, (self.hidden_units,))
-        return GBNF(flow, self.num_components)
+        return GBNF(self.flow(latent, 1), self.num_components)
 
     def init(self, key, latent: int, hidden: int):
         return self.gbnf(latent).init(key)
 
-    # -- one component ------------------------------------------------------------------------
-    def _bijector(self, gparams, j, latent):
-        gbnf = self.gbnf(latent)
-        p_j = jax.tree.map(lambda a: a[j], gparams["components"])
-        return gbnf.flow.bijector(p_j)
+    def component(self, gparams, j):
+        """The Flow params of component ``j`` (may be traced)."""
+        return jax.tree.map(lambda a: a[j], gparams["components"])
 
-    def push_component(self, gparams, j, z0):
-        """``f_j(z0)`` and its forward log-determinant (``j`` may be traced)."""
-        return self._bijector(gparams, j, z0.shape[-1]).forward_and_log_det(z0)
+    def push_all(self, latent, gparams, z0):
+        """Every component's image of the base draws ``z0`` and its forward log-determinant:
+        ``(C,) + z0.shape`` and ``(C,) + batch``."""
+        flow = self.flow(latent, 1)
+        return jax.vmap(lambda p: flow.bijector(p).forward_and_log_det(z0))(gparams["components"])
 
-    def push_all(self, gparams, z0):
-        """``(C, n, d)`` samples and ``(C, n)`` log-determinants of every component."""
-        idx = jnp.arange(self.num_components)
-        return jax.vmap(lambda j: self.push_component(gparams, j, z0))(idx)
-
-    def component_log_probs(self, gparams, enc, z):
-        """``log g_j(z | x)`` for every component: ``(C, n)``."""
-
-        def one(j):
-            z0, ld = self._bijector(gparams, j, z.shape[-1]).inverse_and_log_det(z)
-            return log_normal_diag(z0, enc["mu"], enc["log_var"]) + ld
-
-        return jax.vmap(one)(jnp.arange(self.num_components))
-
-    def mixture_log_prob(self, gparams, enc, z, log_w):
-        """``log sum_j w_j g_j(z | x)`` for normalised log-weights ``log_w`` (-inf = excluded)."""
-        lp = self.component_log_probs(gparams, enc, z)
-        safe = jnp.where(jnp.isfinite(log_w)[:, None], log_w[:, None] + lp, -jnp.inf)
-        return jax.nn.logsumexp(safe, axis=0)
-
-    def log_weights(self, gparams, exclude=None):
-        """Normalised log-weights of the active components (``exclude`` left out) and whether
-        any remain (:meth:`GBNF.mixture_log_weights`)."""
-        # the weight logic of GBNF does not depend on the component flow's size
-        return self.gbnf(2).mixture_log_weights(gparams, exclude)
-
-    def sample_components(self, gparams, enc, key, n, log_w):
-        """``n`` draws from the mixture with log-weights ``log_w``: ``(z, j, z0, log q0)``."""
+    def draw(self, latent, gparams, context, key, n: int, log_w):
+        """``n`` draws of one example from the mixture with log-weights ``log_w`` (components
+        chosen ``j ~ Categorical(w)``, one shared base draw pushed through all): ``(z, j, log
+        g_j(z | x))`` with each draw's own component density (forward log-determinants)."""
         k_c, k_z = jax.random.split(key)
         j = jax.random.categorical(k_c, log_w, shape=(n,))
-        z0, log_q0 = _base_sample(enc, k_z, n)
-        zs, lds = self.push_all(gparams, z0)
+        z0, log_q0 = diag_normal(context).sample_and_log_prob(seed=k_z, sample_shape=(n,))
+        zs, lds = self.push_all(latent, gparams, z0)
         rows = jnp.arange(n)
         return zs[j, rows], j, log_q0 - lds[j, rows]
-
-    def sample_and_log_prob(self, gparams, enc, key, n: int):
-        log_w, _ = self.log_weights(gparams)
-        z, _, _ = self.sample_components(gparams, enc, key, n, log_w)
-        return z, self.mixture_log_prob(gparams, enc, z, log_w)
-
-    def component_elbo_samples(self, gparams, enc, key, n: int):
-        log_w, _ = self.log_weights(gparams)
-        z, _, log_g = self.sample_components(gparams, enc, key, n, log_w)
-        return z, log_g
 
 
 def make_posterior(
@@ -297,27 +236,31 @@ def make_posterior(
     num_components: int = 4,
     num_ortho: int | None = None,
     num_householder: int = 8,
+    batched: bool = True,
 ):
     """A posterior by name with the thesis's defaults: K=16 for planar/radial/Sylvester (M=32),
     K=8 for IAF and RealNVP (h=256), C=4 RealNVP components (K=8 each) for GBNF."""
+    if name not in POSTERIORS:
+        raise ValueError(f"unknown posterior {name!r}; choose one of {POSTERIORS}")
     if name == "gaussian":
         return Gaussian()
     if name in ("planar", "radial") or name.startswith("sylvester_"):
-        if name not in POSTERIORS:
-            raise ValueError(f"unknown posterior {name!r}; choose one of {POSTERIORS}")
         return Amortized(
-            name, num_layers or 16, num_ortho=num_ortho, num_householder=num_householder
+            name,
+            num_layers or 16,
+            num_ortho=num_ortho,
+            num_householder=num_householder,
+            batched=batched,
         )
     if name == "iaf":
         return IAF(num_layers=num_layers or 8, hidden_units=hidden_units)
     if name == "realnvp":
         return RealNVP(num_layers=num_layers or 8, hidden_units=hidden_units)
-    if name == "gbnf":
-        return Boosted(
-            num_components=num_components, num_layers=num_layers or 8, hidden_units=hidden_units
-        )
-    raise ValueError(f"unknown posterior {name!r}; choose one of {POSTERIORS}")
+    return Boosted(
+        num_components=num_components, num_layers=num_layers or 8, hidden_units=hidden_units
+    )
 
 
-def flat_size(shapes: dict) -> int:
-    return int(sum(math.prod(s) for s in shapes.values()))
+def flat_size(tree) -> int:
+    """Number of numbers in a pytree of arrays or ``ShapeDtypeStruct`` (0 for None)."""
+    return int(sum(math.prod(a.shape) for a in jax.tree.leaves(tree)))

@@ -113,19 +113,22 @@ def make_flow(
     num_bins: int = 8,
     affine: bool = False,
     init_log_scale: float = 0.0,
+    layer_context=None,
 ) -> Flow:
     """A ``num_layers``-step flow of family ``name`` on vectors of size ``dim`` (see the module
-    docstring; ``num_layers`` is ignored by ``mean_field``/``full_rank``)."""
+    docstring; ``num_layers`` is ignored by ``mean_field``/``full_rank``). ``layer_context``
+    goes to ``Flow`` (what conditional layers receive; ``lambda c: None`` keeps them
+    unconditional when only the base uses the context)."""
     if name not in FLOW_FAMILIES:
         raise ValueError(f"unknown flow family {name!r}; choose one of {', '.join(FLOW_FAMILIES)}")
     if isinstance(dim, bool) or int(dim) != dim or dim < 1:
         raise ValueError(f"dim must be a positive integer, got {dim!r}")
     if isinstance(num_layers, bool) or int(num_layers) != num_layers or num_layers < 1:
         raise ValueError(f"num_layers must be an integer >= 1, got {num_layers!r}")
-    if context_shape is not None and name in UNCONDITIONAL:
+    if context_shape is not None and name in UNCONDITIONAL and not callable(base):
         raise ValueError(
-            f"{name} layers are unconditional (context_shape given); use realnvp, "
-            "realnvp_actnorm, spline, glow, maf or iaf for a conditional flow"
+            f"{name} layers are unconditional (context_shape given without a base that uses "
+            "it); use realnvp, realnvp_actnorm, spline, glow, maf or iaf for a conditional flow"
         )
     hidden = tuple(int(h) for h in hidden)
     layers = _layers(name, int(dim), int(num_layers), hidden, activation, num_bins)
@@ -133,8 +136,7 @@ def make_flow(
         layers = (ElementwiseAffine(init_log_scale),) + layers
     elif init_log_scale and name in ("mean_field", "full_rank"):
         layers = (type(layers[0])(init_log_scale),)
-    kwargs = {} if base is None else {"base": base}
-    return Flow(layers, (int(dim),), context_shape, **kwargs)
+    return Flow(layers, (int(dim),), context_shape, base=base, layer_context=layer_context)
 
 
 def component_flow(

@@ -12,6 +12,8 @@ conditional flows is rejected (it would need a context-dependent ``Gamma(x)``).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,6 +38,17 @@ from flowjax_thesis.models.gbnf.rho import (
     rho_sgd_transition,
 )
 from flowjax_thesis.train import fit
+
+_ADAM = optax.adam(1e-3)
+
+
+@functools.lru_cache(maxsize=32)
+def _transitions(gbnf: GBNF, reweight, clip, optimizer, rho_lr):
+    """The stage and rho transitions, built once per setting: the engine caches its compiled
+    runner per transition, so later calls with an equal model and the same optimizer object
+    (e.g. another data set of the same size) do not recompile."""
+    stage = stage_transition(gbnf, density_loss(gbnf, reweight, clip), optimizer)
+    return stage, rho_sgd_transition(density_rho_gradient(gbnf), lr=rho_lr)
 
 
 def _checked(gbnf: GBNF, x, context, name: str):
@@ -96,7 +109,8 @@ def boost_density(
     (see :func:`~flowjax_thesis.models.gbnf.losses.density_loss`) defaults to ``"boosted"`` for
     additive and ``"resample"`` (eq. 4.13) for multiplicative boosting. Each stage runs ``steps``
     steps of ``optimizer`` (``optax.adam(1e-3)``) on minibatches of ``batch_size``; then ``rho``
-    is fitted on ``val_data`` (if None, the last 10% of ``data`` is held out). Every training
+    is fitted on ``val_data`` (if None, the last 10% of ``data`` is held out). Pass the same
+    ``optimizer`` object to several calls to reuse the compiled steps. Every training
     is a :func:`~flowjax_thesis.train.fit` call tagged ``{**tags, "component", "phase"}``
     (``run``, ``mesh`` and ``fit_kwargs`` go to it). Returns ``(params, info)``: ``info["stages"]``
     per stage (``rho_init``, ``rho``, held-out NLL before and after fitting rho), ``weights``,
@@ -122,10 +136,8 @@ def boost_density(
     schedule = make_schedule(
         gbnf.num_components, steps, gbnf.num_active(params), finetune_passes, finetune_steps
     )
-    transition = stage_transition(
-        gbnf, density_loss(gbnf, reweight, clip), optimizer or optax.adam(1e-3)
-    )
-    rho_tr = rho_sgd_transition(density_rho_gradient(gbnf), lr=rho_lr)
+    clip = None if clip is None else tuple(float(c) for c in clip)
+    transition, rho_tr = _transitions(gbnf, reweight, clip, optimizer or _ADAM, float(rho_lr))
     val_nll = jax.jit(lambda p: -jnp.mean(gbnf.log_prob(p, val_x, val_ctx)))
     head = lambda a: a[:1024]
     x0, c0 = head(data), None if ctx is None else jax.tree.map(head, ctx)

@@ -12,6 +12,7 @@ importance_log_evidence` applied to the GBNF (it has ``sample_and_log_prob``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -36,6 +37,18 @@ from flowjax_thesis.models.gbnf.rho import (
     vi_rho_objective,
 )
 from flowjax_thesis.train import fit
+
+_ADAM = optax.adam(1e-3)
+
+
+@functools.lru_cache(maxsize=32)
+def _transitions(gbnf, log_target, num_samples, regularization, log_g_floor, optimizer, rho):
+    """The stage and rho transitions, built once per setting (the engine caches its compiled
+    runner per transition, so a second call with the same settings does not recompile)."""
+    rho_lr, rho_samples = rho
+    loss = vi_loss(gbnf, log_target, num_samples, regularization, log_g_floor)
+    stage = stage_transition(gbnf, loss, optimizer)
+    return stage, rho_sgd_transition(vi_rho_gradient(gbnf, log_target, rho_samples), lr=rho_lr)
 
 
 def boost_vi(
@@ -88,12 +101,15 @@ def boost_vi(
     schedule = make_schedule(
         gbnf.num_components, steps, gbnf.num_active(params), finetune_passes, finetune_steps
     )
-    transition = stage_transition(
+    transition, rho_tr = _transitions(
         gbnf,
-        vi_loss(gbnf, log_target, num_samples, regularization, log_g_floor),
-        optimizer or optax.adam(1e-3),
+        log_target,
+        int(num_samples),
+        float(regularization),
+        None if log_g_floor is None else float(log_g_floor),
+        optimizer or _ADAM,
+        (float(rho_lr), int(rho_samples)),
     )
-    rho_tr = rho_sgd_transition(vi_rho_gradient(gbnf, log_target, rho_samples), lr=rho_lr)
 
     def fit_weight(p, stage, k):
         c = stage.component

@@ -7,6 +7,7 @@ tests use it. ``make_layer("affine_coupling", hidden=(128, 128))`` builds one by
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from functools import partial
 
@@ -53,19 +54,37 @@ REGISTRY: dict[str, Callable[..., Layer]] = {
 }
 
 
+def layer_options(name: str) -> tuple[str, ...]:
+    """The option names ``make_layer(name, ...)`` accepts."""
+    ctor = REGISTRY[name]
+    cls = ctor.func if isinstance(ctor, partial) else ctor
+    if cls is _default_multiscale:
+        cls = MultiScale
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 def make_layer(name: str, **kwargs) -> Layer:
-    """Builds the registered layer ``name`` with ``kwargs`` overriding its defaults."""
-    if name not in REGISTRY:
+    """Builds the registered layer ``name`` with ``kwargs`` overriding its defaults.
+
+    Unknown layer names and unknown options raise with the valid ones listed; option values are
+    checked by the layer itself (a ``TypeError`` or ``ValueError`` naming the option).
+    """
+    if not isinstance(name, str) or name not in REGISTRY:
         raise KeyError(f"unknown layer {name!r}; registered layers: {', '.join(sorted(REGISTRY))}")
-    try:
-        return REGISTRY[name](**kwargs)
-    except TypeError as err:
-        raise TypeError(f"bad options for layer {name!r}: {err}") from None
+    valid = layer_options(name)
+    unknown = sorted(k for k in kwargs if k not in valid)
+    if unknown:
+        raise TypeError(
+            f"unknown option(s) {', '.join(map(repr, unknown))} for layer {name!r}; "
+            f"valid options: {', '.join(valid)}"
+        )
+    return REGISTRY[name](**kwargs)
 
 
 __all__ = [
     "REGISTRY",
     "make_layer",
+    "layer_options",
     "Layer",
     "EventBijector",
     "solve_tanh_equation",

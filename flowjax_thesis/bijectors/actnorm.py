@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from flowjax_thesis.bijectors.base import EventBijector, Layer, event_size
 from flowjax_thesis.nets import MLP
+from flowjax_thesis.nets.checks import check_real, check_widths
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,10 @@ class ActNorm(Layer):
     hidden: tuple[int, ...] = (32,)
     min_std: float = 1e-2  # data_init floor: a constant channel must not be blown up
     conditional = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "hidden", check_widths("ActNorm", "hidden", self.hidden))
+        check_real("ActNorm", "min_std", self.min_std, positive=True)
 
     def init(self, key, event_shape, context_shape=None):
         event_shape = self.check_shapes(event_shape, context_shape)
@@ -57,6 +62,12 @@ class ActNorm(Layer):
         def shift_log_scale(ctx):
             shift, log_scale = params["shift"], params["log_scale"]
             if net is not None:
+                need = params["net"]["params"]["Dense_0"]["kernel"].shape[0]
+                if ctx.size != need:
+                    raise ValueError(
+                        f"ActNorm: each example's context must have {need} values (as at "
+                        f"init), got one of shape {ctx.shape}"
+                    )
                 out = net.apply(params["net"], ctx.reshape(-1))
                 shift, log_scale = shift + out[:c], log_scale + out[c:]
             return shift, log_scale

@@ -22,12 +22,16 @@ import jax
 import jax.numpy as jnp
 
 from flowjax_thesis.bijectors.base import EventBijector, Layer
+from flowjax_thesis.nets.checks import check_real
 
 
 @dataclass(frozen=True)
 class ElementwiseAffine(Layer):
     init_log_scale: float = 0.0
     event_ranks = (1,)
+
+    def __post_init__(self):
+        check_real("ElementwiseAffine", "init_log_scale", self.init_log_scale)
 
     def init(self, key, event_shape, context_shape=None):
         del key
@@ -54,6 +58,9 @@ class ElementwiseAffine(Layer):
 class TriangularAffine(Layer):
     init_log_scale: float = 0.0
     event_ranks = (1,)
+
+    def __post_init__(self):
+        check_real("TriangularAffine", "init_log_scale", self.init_log_scale)
 
     def init(self, key, event_shape, context_shape=None):
         del key

@@ -25,6 +25,8 @@ import jax.numpy as jnp
 from flowjax_thesis.bijectors.base import EventBijector, Layer, event_size
 from flowjax_thesis.bijectors.coupling import bounded_log_scale
 from flowjax_thesis.nets import MADE
+from flowjax_thesis.nets.checks import check_choice, check_real, check_widths
+from flowjax_thesis.nets.mlp import ACTIVATIONS
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,13 @@ class Autoregressive(Layer):
     conditional = True
 
     def __post_init__(self):
-        if self.kind not in ("maf", "iaf"):
-            raise ValueError(f"autoregressive kind must be 'maf' or 'iaf', got {self.kind!r}")
+        name = "Autoregressive"
+        check_choice(name, "kind", self.kind, ("maf", "iaf"))
+        # a MADE without hidden layers would silently ignore a context: at least one is needed
+        hidden = check_widths(name, "hidden", self.hidden, allow_empty=False)
+        object.__setattr__(self, "hidden", hidden)
+        check_choice(name, "activation", self.activation, tuple(sorted(ACTIVATIONS)))
+        check_real(name, "scale_bound", self.scale_bound, positive=True)
 
     def _made(self, dim):
         return MADE(dim, self.hidden, 2, self.activation)
@@ -58,8 +65,15 @@ class Autoregressive(Layer):
         if context is not None and not has_context:
             raise ValueError("this autoregressive layer was initialised without a context")
 
+        ctx_size = made_params["params"]["Dense_0"]["kernel"].shape[0] if has_context else 0
+
         def shift_log_scale(v, ctx):
             flat_ctx = None if ctx is None else ctx.reshape(-1)
+            if flat_ctx is not None and flat_ctx.shape[0] != ctx_size:
+                raise ValueError(
+                    f"{self.kind.upper()}: each example's context must have {ctx_size} values "
+                    f"(as at init), got one of shape {ctx.shape}"
+                )
             shift, raw = made.apply(made_params, v, flat_ctx)
             return shift, bounded_log_scale(raw, self.scale_bound)
 

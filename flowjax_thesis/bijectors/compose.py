@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from flowjax_thesis.bijectors.base import Layer
+from flowjax_thesis.nets.checks import check_int
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,11 @@ class Chain(Layer):
         object.__setattr__(self, "layers", tuple(self.layers))
         if not self.layers:
             raise ValueError("Chain needs at least one layer")
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(
+                    f"Chain: layers[{i}] must be a Layer (e.g. make_layer(...)), got {layer!r}"
+                )
 
     @property
     def conditional(self) -> bool:  # type: ignore[override]
@@ -107,8 +113,8 @@ class Repeat(Layer):
     def __post_init__(self):
         if not isinstance(self.layer, Layer):
             raise TypeError(f"Repeat needs a Layer, got {self.layer!r}")
-        if self.n < 1:
-            raise ValueError(f"Repeat needs n >= 1, got {self.n}")
+        check_int("Repeat", "n", self.n)
+        check_int("Repeat", "unroll", self.unroll)
 
     @property
     def conditional(self) -> bool:  # type: ignore[override]

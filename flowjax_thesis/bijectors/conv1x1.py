@@ -20,6 +20,7 @@ from jax.scipy.linalg import solve_triangular
 
 from flowjax_thesis.bijectors.base import EventBijector, Layer, event_size
 from flowjax_thesis.nets import MLP
+from flowjax_thesis.nets.checks import check_int, check_real, check_widths
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,11 @@ class Conv1x1(Layer):
     init_scale: float = 0.1
     hidden: tuple[int, ...] = (32,)
     conditional = True
+
+    def __post_init__(self):
+        check_int("Conv1x1", "seed", self.seed, minimum=0)
+        check_real("Conv1x1", "init_scale", self.init_scale, nonnegative=True)
+        object.__setattr__(self, "hidden", check_widths("Conv1x1", "hidden", self.hidden))
 
     def init(self, key, event_shape, context_shape=None):
         event_shape = self.check_shapes(event_shape, context_shape)
@@ -58,6 +64,12 @@ class Conv1x1(Layer):
         def factors(ctx):
             lower, upper, log_s = params["lower"], params["upper"], params["log_s"].reshape(c)
             if net is not None:
+                need = params["net"]["params"]["Dense_0"]["kernel"].shape[0]
+                if ctx.size != need:
+                    raise ValueError(
+                        f"Conv1x1: each example's context must have {need} values (as at "
+                        f"init), got one of shape {ctx.shape}"
+                    )
                 out = net.apply(params["net"], ctx.reshape(-1))
                 lower = lower + out[: c * c].reshape(c, c)
                 upper = upper + out[c * c : 2 * c * c].reshape(c, c)

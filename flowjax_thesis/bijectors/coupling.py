@@ -27,6 +27,8 @@ from flowjax_thesis.bijectors.base import Layer
 from flowjax_thesis.bijectors.masks import IMAGE_MASKS, VECTOR_MASKS, coupling_mask
 from flowjax_thesis.bijectors.static import Static
 from flowjax_thesis.nets import MLP, ConvNet
+from flowjax_thesis.nets.checks import check_choice, check_int, check_real, check_widths
+from flowjax_thesis.nets.mlp import ACTIVATIONS
 
 TRANSFORMS = ("affine", "additive", "spline")
 
@@ -51,10 +53,18 @@ class Coupling(Layer):
     conditional = True
 
     def __post_init__(self):
-        if self.transform not in TRANSFORMS:
-            raise ValueError(
-                f"coupling transform must be one of {TRANSFORMS}, got {self.transform!r}"
-            )
+        name = "Coupling"
+        check_choice(name, "transform", self.transform, TRANSFORMS)
+        if self.mask is not None:
+            check_choice(name, "mask", self.mask, VECTOR_MASKS + IMAGE_MASKS)
+        check_choice(name, "parity", self.parity, (0, 1))
+        object.__setattr__(self, "hidden", check_widths(name, "hidden", self.hidden))
+        check_choice(name, "activation", self.activation, tuple(sorted(ACTIVATIONS)))
+        check_real(name, "scale_bound", self.scale_bound, positive=True)
+        check_int(name, "num_bins", self.num_bins, minimum=2)
+        check_real(name, "spline_range", self.spline_range, positive=True)
+        check_int(name, "conv_width", self.conv_width)
+        check_int(name, "conv_depth", self.conv_depth, minimum=0)
 
     @property
     def params_per_dim(self) -> int:
@@ -111,11 +121,48 @@ class Coupling(Layer):
         x = self._net_input(jnp.zeros(event_shape), context, len(event_shape))
         return {"net": self._net(event_shape).init(key, x), "event_shape": Static(event_shape)}
 
+    @staticmethod
+    def _net_input_size(net_params) -> int:
+        """Features (vectors) or channels (images) the conditioner's first layer reads."""
+        first = net_params["params"]
+        first = first["Dense_0"] if "Dense_0" in first else first["Conv_0"]
+        return int(first["kernel"].shape[-2])
+
+    def _check_context(self, net_params, event_shape, context):
+        """A clear error when the context does not match what ``init`` was given."""
+        ndims = len(event_shape)
+        extra = self._net_input_size(net_params) - event_shape[-1]
+        if context is None:
+            if extra:
+                raise ValueError(
+                    f"Coupling was initialised with a context ({extra} extra conditioner "
+                    "inputs) and needs one: pass context= to bind (or to the Flow's methods)"
+                )
+            return
+        if not extra:
+            raise ValueError(
+                "Coupling was initialised without a context (context_shape=None); "
+                "do not pass one to bind"
+            )
+        if ndims == 1:
+            got = context.shape[-1] if context.ndim else 1
+            what = "features on its last axis"
+        elif context.ndim >= 3 and context.shape[-3:-1] == tuple(event_shape[:2]):
+            got, what = context.shape[-1], "channels"
+        else:
+            got, what = (context.shape[-1] if context.ndim else 1), "features on its last axis"
+        if got != extra:
+            raise ValueError(
+                f"Coupling: the context must have {extra} {what} (as at init), "
+                f"got context shape {context.shape}"
+            )
+
     def bind(self, params, context=None):
         net_params = params["net"]
         event_shape = params["event_shape"].value
         ndims = len(event_shape)
         context = None if context is None else jnp.asarray(context)
+        self._check_context(net_params, event_shape, context)
         ppd = self.params_per_dim
 
         def inner(p):

@@ -49,6 +49,10 @@ class MultiScale(Layer):
         levels = tuple(tuple(steps) for steps in self.levels)
         if not levels or not all(levels):
             raise ValueError("MultiScale needs at least one level, each with at least one step")
+        for i, steps in enumerate(levels):
+            for j, step in enumerate(steps):
+                if not isinstance(step, Layer):
+                    raise TypeError(f"MultiScale: levels[{i}][{j}] must be a Layer, got {step!r}")
         object.__setattr__(self, "levels", levels)
 
     @property

@@ -15,6 +15,7 @@ import numpy as np
 
 from flowjax_thesis.bijectors.base import Layer
 from flowjax_thesis.bijectors.static import Static
+from flowjax_thesis.nets.checks import check_choice, check_int
 
 
 class _PermuteLast(distrax.Bijector):
@@ -42,8 +43,8 @@ class Permute(Layer):
     seed: int = 0
 
     def __post_init__(self):
-        if self.kind not in ("reverse", "random"):
-            raise ValueError(f"permutation kind must be 'reverse' or 'random', got {self.kind!r}")
+        check_choice("Permute", "kind", self.kind, ("reverse", "random"))
+        check_int("Permute", "seed", self.seed, minimum=0)
 
     def init(self, key, event_shape, context_shape=None):
         event_shape = self.check_shapes(event_shape, context_shape)

@@ -12,6 +12,7 @@ import distrax
 import jax.numpy as jnp
 
 from flowjax_thesis.bijectors.base import Layer
+from flowjax_thesis.nets.checks import check_int
 
 
 def squeeze(x, factor: int = 2):
@@ -44,6 +45,9 @@ class _Unsqueeze(distrax.Bijector):
 class Squeeze(Layer):
     factor: int = 2
     event_ranks = (3,)
+
+    def __post_init__(self):
+        check_int("Squeeze", "factor", self.factor)
 
     def base_shape(self, event_shape):
         h, w, c = event_shape

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from flowjax_thesis.bijectors.base import EventBijector, Layer, solve_tanh_equation
+from flowjax_thesis.nets.checks import check_bool, check_choice, check_int, check_real
 
 KINDS = ("orthogonal", "householder", "triangular")
 
@@ -41,8 +42,12 @@ class Sylvester(Layer):
     event_ranks = (1,)
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"Sylvester kind must be one of {KINDS}, got {self.kind!r}")
+        check_choice("Sylvester", "kind", self.kind, KINDS)
+        if self.num_ortho is not None:
+            check_int("Sylvester", "num_ortho", self.num_ortho)
+        check_int("Sylvester", "num_householder", self.num_householder)
+        check_bool("Sylvester", "flip", self.flip)
+        check_real("Sylvester", "init_scale", self.init_scale, nonnegative=True)
 
     def _m(self, dim: int) -> int:
         if self.kind == "orthogonal":

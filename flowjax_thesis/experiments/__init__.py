@@ -12,7 +12,10 @@ An experiment is a function ``run(cfg: dict, run: Run) -> dict`` (the returned d
     def vi_planar_ring(cfg, run): ...
 
 Every profile must define the same keys. ``--set key=value`` may only change existing keys; the
-value is parsed as JSON (falling back to a plain string) and must keep the default's type.
+value is parsed as JSON (falling back to a plain string) and must keep the default's type, and
+numbers are checked beyond their type (:func:`check_setting`): every float finite, learning
+rates > 0, counts and sizes (``steps``, ``epochs``, ``batch_size``, ``num_*``, ``n_*``, ...)
+>= 1 unless 0 means "none" for that key (:data:`ZERO_MEANS_NONE`), other ints >= 0.
 Experiments live in modules listed in ``_MODULES`` so that importing this package registers them.
 """
 
@@ -20,6 +23,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,7 +54,7 @@ class Experiment:
                     f"unknown setting {key!r} for experiment {self.name!r}; "
                     f"valid settings: {', '.join(sorted(cfg))}"
                 )
-            cfg[key] = parse_value(key, text, cfg[key])
+            cfg[key] = check_setting(key, parse_value(key, text, cfg[key]))
         return cfg
 
 
@@ -76,6 +81,82 @@ def parse_value(key: str, text: Any, default: Any) -> Any:
         raise ValueError(
             f"setting {key!r} expects a {type(default).__name__} like {default!r}, got {text!r}"
         )
+    return value
+
+
+# Int settings for which 0 is meaningful ("none", "no limit", "skip this stage", seed 0).
+ZERO_MEANS_NONE = frozenset(
+    {
+        "seed",
+        "seeds",
+        "max_docs",  # 0: no limit
+        "n_test",  # 0: the whole test set
+        "joint_steps",  # 0: skip joint training
+        "finetune_passes",
+        "finetune_steps",
+        "anneal_steps",  # 0: no annealing
+        "warmup_steps",
+        "realnvp_layers",  # 0: no RealNVP model
+        "depths",  # 0: the base model alone
+        "plateau_patience",  # 0: no plateau schedule
+    }
+)
+# Ints that count or size something: >= 1 (unless in ZERO_MEANS_NONE); other ints are >= 0.
+_COUNT = re.compile(
+    r"^(num|n|max)_|(^|_)(steps?|epochs?|batch_sizes?|layers|samples|sizes?|chunk|width|hidden"
+    r"|units|features|levels|components|topics|draws|iter|passes|restarts|length|latent|chains"
+    r"|warmup|growth|dim|n|m|every|respondents|states|scales|words|per_\w+)$"
+)
+# Floats that must be > 0 or >= 0 by their name, and a few intervals; every float is finite.
+_POSITIVE_FLOAT = re.compile(
+    r"(^|_)(lr|learning_rate|noise|variance|width|budget|tau0|days|nats|nu|std|sigma)$"
+)
+_NONNEGATIVE_FLOAT = re.compile(r"(^|_)(regs?|ridge|regularization|temperatures?|max|beta0)$")
+_FLOAT_INTERVALS = {"dropout_rate": (0.0, 1.0, "in [0, 1)"), "kappa": (0.0, 1.0, "in (0, 1]")}
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _number_problem(key: str, x) -> str | None:
+    """What ``x`` should have been for setting ``key``, or None if it is fine."""
+    if isinstance(x, float):
+        if not math.isfinite(x):
+            return "a finite number"
+        if key in _FLOAT_INTERVALS:
+            lo, hi, text = _FLOAT_INTERVALS[key]
+            ok = (lo <= x < hi) if text.startswith("in [") else (lo < x <= hi)
+            return None if ok else f"a number {text}"
+        if _POSITIVE_FLOAT.search(key) and x <= 0:
+            return "a finite number > 0"
+        if _NONNEGATIVE_FLOAT.search(key) and x < 0:
+            return "a finite number >= 0"
+        return None
+    if key in ZERO_MEANS_NONE:
+        return None if x >= 0 else "an int >= 0"
+    if _COUNT.search(key):
+        return None if x >= 1 else "an int >= 1"
+    return None if x >= 0 else "an int >= 0"
+
+
+def check_setting(key: str, value: Any) -> Any:
+    """Checks a parsed ``--set`` value beyond its type; returns it unchanged.
+
+    Raises ``ValueError("setting 'steps' must be an int >= 1, got 0")``-style messages. Lists are
+    checked element by element with the key's rule; strings and booleans pass.
+    """
+    items = value if isinstance(value, (list, tuple)) else [value]
+    for x in items:
+        if isinstance(x, (list, tuple)):
+            check_setting(key, x)
+            continue
+        if not _is_number(x):
+            continue
+        problem = _number_problem(key, x)
+        if problem is not None:
+            where = f" (in {value!r})" if items is value else ""
+            raise ValueError(f"setting {key!r} must be {problem}, got {x!r}{where}")
     return value
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 
+from flowjax_thesis.nets.checks import check_int
 from flowjax_thesis.nets.mlp import activation
 
 
@@ -22,6 +23,9 @@ class ConvNet(nn.Module):
     @nn.compact
     def __call__(self, x):
         act = activation(self.activation)
+        check_int("ConvNet", "width", self.width)
+        check_int("ConvNet", "out", self.out)
+        check_int("ConvNet", "depth", self.depth, minimum=0)
         for i in range(self.depth):
             kernel = (1, 1) if (i == self.depth - 1 and self.depth > 1) else (3, 3)
             x = act(nn.Conv(self.width, kernel)(x))

@@ -14,11 +14,14 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from flowjax_thesis.nets.checks import check_int, check_widths
 from flowjax_thesis.nets.mlp import activation
 
 
 def made_masks(dim: int, hidden: Sequence[int]) -> list[np.ndarray]:
     """Masks (in_features x out_features) of the hidden layers and the output layer."""
+    check_int("MADE", "dim", dim)
+    hidden = check_widths("MADE", "hidden", hidden)
     degrees = [np.arange(1, dim + 1)]
     for width in hidden:
         degrees.append(np.arange(width) % max(dim - 1, 1) + 1)
@@ -52,6 +55,9 @@ class MADE(nn.Module):
     @nn.compact
     def __call__(self, x, context=None):
         act = activation(self.activation)
+        check_int("MADE", "num_params", self.num_params)
+        if x.shape[-1] != self.dim:
+            raise ValueError(f"MADE: input must have {self.dim} features, got shape {x.shape}")
         masks = made_masks(self.dim, self.hidden)
         h = x
         for i, (width, mask) in enumerate(zip(self.hidden, masks[:-1])):

@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from flowjax_thesis.nets.checks import check_int, check_widths
+
 ACTIVATIONS: dict[str, Callable] = {
     "tanh": jnp.tanh,
     "relu": nn.relu,
@@ -17,8 +19,11 @@ ACTIVATIONS: dict[str, Callable] = {
 
 
 def activation(name: str) -> Callable:
-    if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
+    """The activation function called ``name`` (one of :data:`ACTIVATIONS`)."""
+    if not isinstance(name, str) or name not in ACTIVATIONS:
+        raise ValueError(
+            f"activation must be one of {', '.join(map(repr, sorted(ACTIVATIONS)))}, got {name!r}"
+        )
     return ACTIVATIONS[name]
 
 
@@ -37,6 +42,8 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x):
         act = activation(self.activation)
+        check_widths("MLP", "hidden", self.hidden)
+        check_int("MLP", "out", self.out)
         for width in self.hidden:
             x = act(nn.Dense(width)(x))
         init = nn.initializers.zeros if self.zero_init else nn.initializers.lecun_normal()

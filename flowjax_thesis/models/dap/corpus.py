@@ -22,6 +22,7 @@ import datetime as _dt
 import json
 import os
 import re
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -311,7 +312,17 @@ def build_corpus(
       drop_missing: drop rows without author, date or text instead of raising.
 
     The time grid holds only the time steps that occur, so gaps between steps may be irregular.
+    When ``min_words`` drops documents, a ``UserWarning`` says how many (of how many).
     """
+    for option, value, minimum in (("vocab_size", vocab_size, 1), ("min_words", min_words, 0)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+            raise ValueError(f"build_corpus: {option} must be an int >= {minimum}, got {value!r}")
+    if not isinstance(time_unit_days, (int, float)) or not (
+        np.isfinite(time_unit_days) and time_unit_days > 0
+    ):
+        raise ValueError(
+            f"build_corpus: time_unit_days must be a finite number > 0, got {time_unit_days!r}"
+        )
     n = len(texts)
     if not (len(authors) == len(dates) == n):
         raise ValueError(
@@ -351,6 +362,12 @@ def build_corpus(
             kept.append((a, day, ids))
     if not kept:
         raise ValueError(f"empty corpus: no document has at least min_words={min_words} words")
+    if len(kept) < len(rows):
+        warnings.warn(
+            f"build_corpus: min_words={min_words} dropped {len(rows) - len(kept)} of "
+            f"{len(rows)} documents",
+            stacklevel=2,
+        )
     names = sorted({a for a, _, _ in kept})
     aid = {a: i for i, a in enumerate(names)}
     if relative_to == "corpus":
@@ -437,80 +454,21 @@ def repeat_corpus(corpus: Corpus, times: int) -> Corpus:
     return corpus.subset(np.tile(np.arange(corpus.num_docs), times))
 
 
-# --- the original DAPPER text format ------------------------------------------------------------
-def read_dap(path: str, vocab: Sequence[str] | None = None) -> Corpus:
-    """Reads the original DAPPER ``.dap`` format.
+# --- the original DAPPER text format (read_dap / write_dap live in dapfile.py) -------------------
+from flowjax_thesis.models.dap.dapfile import DAP_MAX_VOCAB, read_dap, write_dap  # noqa: E402
 
-    Line 1: T. Then, for each time step: a timestamp line, a line N_t, and N_t document lines
-    ``author num_terms w:c w:c ...`` (author is a name or id; w a vocabulary index).
-    ``vocab`` (one word per index) defaults to the indices as strings.
-    """
-    with open(path) as f:
-        lines = [ln.strip() for ln in f if ln.strip()]
-    if not lines:
-        raise ValueError(f"{path}: empty .dap file")
-    pos = 0
-
-    def take(what: str) -> str:
-        nonlocal pos
-        if pos >= len(lines):
-            raise ValueError(f"{path}: unexpected end of file while reading {what}")
-        pos += 1
-        return lines[pos - 1]
-
-    try:
-        num_times = int(take("T"))
-    except ValueError as e:
-        raise ValueError(f"{path}: line 1 must be the number of time steps T") from e
-    docs, authors, times, stamps, names = [], [], [], [], {}
-    max_word = -1
-    for t in range(num_times):
-        stamps.append(float(take(f"timestamp of time step {t}")))
-        n_t = int(take(f"N_t of time step {t}"))
-        for _ in range(n_t):
-            parts = take("a document line").split()
-            if len(parts) < 2:
-                raise ValueError(f"{path}: bad document line {parts!r} (need author num_terms)")
-            author, nterms = parts[0], int(parts[1])
-            pairs = parts[2:]
-            if len(pairs) != nterms:
-                raise ValueError(
-                    f"{path}: document line says {nterms} terms but lists {len(pairs)}"
-                )
-            doc = {}
-            for p in pairs:
-                w, c = p.split(":")
-                doc[int(w)] = doc.get(int(w), 0.0) + float(c)
-                max_word = max(max_word, int(w))
-            docs.append(doc)
-            authors.append(names.setdefault(author, len(names)))
-            times.append(t)
-    if pos != len(lines):
-        raise ValueError(f"{path}: {len(lines) - pos} trailing line(s) after the last time step")
-    if not docs:
-        raise ValueError(f"{path}: empty corpus")
-    if vocab is None:
-        vocab = [str(i) for i in range(max_word + 1)]
-    return from_token_lists(
-        docs,
-        authors,
-        times,
-        vocab,
-        author_names=list(names),
-        time_values=stamps,
-    )
-
-
-def write_dap(corpus: Corpus, path: str) -> str:
-    """Writes ``corpus`` in the ``.dap`` format (documents grouped by time step)."""
-    times = np.asarray(corpus.times)
-    with open(path, "w") as f:
-        f.write(f"{corpus.num_times}\n")
-        for t in range(corpus.num_times):
-            docs = np.flatnonzero(times == t)
-            f.write(f"{float(corpus.time_values[t])!r}\n{len(docs)}\n")
-            for d in docs:
-                w, c = corpus.doc(int(d))
-                pairs = " ".join(f"{int(i)}:{int(k) if k == int(k) else k}" for i, k in zip(w, c))
-                f.write(f"{corpus.author_names[int(corpus.authors[d])]} {len(w)} {pairs}\n")
-    return path
+__all__ = [
+    "Corpus",
+    "DocBatch",
+    "DAP_MAX_VOCAB",
+    "build_corpus",
+    "default_stopwords",
+    "from_token_lists",
+    "load_corpus",
+    "read_dap",
+    "repeat_corpus",
+    "split_by_author",
+    "split_tokens",
+    "tokenize",
+    "write_dap",
+]

@@ -24,6 +24,7 @@ masked to that row as well (``one_hot(index)``), so frozen components stay bit-i
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,23 @@ from flowjax_thesis.models.gbnf.model import GBNF
 from flowjax_thesis.models.gbnf.weights import take
 from flowjax_thesis.train import fit
 from flowjax_thesis.train.transition import Transition
+
+
+def built_once(build: Callable) -> Callable:
+    """``build`` memoised on its (hashable) arguments, so that equal settings get the same
+    transition object and the engine's compiled runner is reused; unhashable arguments (e.g. a
+    model holding arrays) build afresh."""
+    cache = functools.lru_cache(maxsize=32)(build)
+
+    @functools.wraps(build)
+    def get(*args):
+        try:
+            hash(args)
+        except TypeError:
+            return build(*args)
+        return cache(*args)
+
+    return get
 
 
 @flax.struct.dataclass

@@ -12,8 +12,6 @@ conditional flows is rejected (it would need a context-dependent ``Gamma(x)``).
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,6 +21,7 @@ from flowjax_thesis.flows import check_finite
 from flowjax_thesis.models.gbnf import weights as W
 from flowjax_thesis.models.gbnf.boost import (
     boost,
+    built_once,
     describe,
     make_schedule,
     stage_tags,
@@ -42,7 +41,7 @@ from flowjax_thesis.train import fit
 _ADAM = optax.adam(1e-3)
 
 
-@functools.lru_cache(maxsize=32)
+@built_once
 def _transitions(gbnf: GBNF, reweight, clip, optimizer, rho_lr):
     """The stage and rho transitions, built once per setting: the engine caches its compiled
     runner per transition, so later calls with an equal model and the same optimizer object

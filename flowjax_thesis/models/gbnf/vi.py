@@ -12,7 +12,6 @@ importance_log_evidence` applied to the GBNF (it has ``sample_and_log_prob``).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 import jax
@@ -23,6 +22,7 @@ import optax
 from flowjax_thesis.models.gbnf import weights as W
 from flowjax_thesis.models.gbnf.boost import (
     boost,
+    built_once,
     make_schedule,
     stage_tags,
     stage_transition,
@@ -41,7 +41,7 @@ from flowjax_thesis.train import fit
 _ADAM = optax.adam(1e-3)
 
 
-@functools.lru_cache(maxsize=32)
+@built_once
 def _transitions(gbnf, log_target, num_samples, regularization, log_g_floor, optimizer, rho):
     """The stage and rho transitions, built once per setting (the engine caches its compiled
     runner per transition, so a second call with the same settings does not recompile)."""

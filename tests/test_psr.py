@@ -251,9 +251,9 @@ def test_image_psr_bad_inputs(image_model, call, match):
 
 
 def test_image_psr_training_lowers_loss():
-    from flowjax_thesis.models.psr_data import load_digits_images
+    from flowjax_thesis.data.images import load_digits
 
-    data = load_digits_images()
+    data = load_digits()
     nb = data.num_bins
     flow = image_psr_flow((8, 8, 1), scale=2, num_levels=1, steps_per_scale=1, conv_width=8,
                           features=4, encoder_features=8, growth=4)  # fmt: skip
@@ -388,30 +388,54 @@ def test_psr_student_beats_gp_and_dropout_on_two_moons():
     assert res["corr_teacher_samples"] > 0.7
 
 
+# -- data -------------------------------------------------------------------------------------
+
+
+def test_psr_images_use_the_package_container_and_fall_back_offline(monkeypatch):
+    from flowjax_thesis.data.images import GreyImages
+    from flowjax_thesis.models import psr_data
+
+    data = psr_data.load_images("digits")
+    assert isinstance(data, GreyImages) and data.num_bins == 17
+    assert data.train.shape[1:] == (8, 8, 1) and int(data.train.max()) <= 16
+
+    def unavailable(name, max_examples):
+        raise ImportError("no tensorflow-datasets")
+
+    monkeypatch.setattr(psr_data, "_load_tfds", unavailable)
+    svhn = psr_data.load_images("svhn")
+    assert "requested 'svhn' via TFDS was not available: ImportError" in svhn.source
+    np.testing.assert_array_equal(svhn.test, data.test)
+    with pytest.raises(ValueError, match="unknown image data set 'nope'"):
+        psr_data.load_images("nope")
+
+
 # -- data parallelism -------------------------------------------------------------------------
 
 
 def test_four_simulated_devices_match_one_device(tmp_path):
-    """Every chapter-6 training (vector flow, dropout student, image flow, joint flow) gives the
-    same parameters on 1 and on 4 simulated CPU devices (batches sharded over the mesh)."""
+    """Every kind of chapter-6 training (vector flow, dropout student, image flow in
+    ``mode="step"``) gives the same parameters on a 1-device and a 4-device mesh (batches
+    sharded), in a subprocess with 4 simulated CPU devices."""
     import os
     import subprocess
     import sys
 
     worker = os.path.join(os.path.dirname(__file__), "psr_worker.py")
-    outs = {}
-    for devices in (1, 4):
-        out = tmp_path / f"{devices}.npz"
-        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-        proc = subprocess.run(
-            [sys.executable, worker, str(out)], env=env, capture_output=True, text=True,
-            timeout=600,
-        )  # fmt: skip
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        with np.load(out) as f:
-            assert int(f["devices"]) == devices
-            keys = sorted((k for k in f.files if k.startswith("arr_")), key=lambda k: int(k[4:]))
-            outs[devices] = [f[k] for k in keys]
-    assert len(outs[1]) == len(outs[4]) > 0
-    for a, b in zip(outs[1], outs[4], strict=True):
-        np.testing.assert_allclose(a, b, atol=2e-5)
+    out = tmp_path / "params.npz"
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    proc = subprocess.run(
+        [sys.executable, worker, str(out)], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with np.load(out) as f:
+        one = {k[len("devices1_") :]: f[k] for k in f.files if k.startswith("devices1_")}
+        four = {k[len("devices4_") :]: f[k] for k in f.files if k.startswith("devices4_")}
+        start = {k[len("start_") :]: f[k] for k in f.files if k.startswith("start_")}
+    assert one.keys() == four.keys() == start.keys() and len(one) > 10
+    for k in one:
+        np.testing.assert_allclose(one[k], four[k], atol=2e-5, err_msg=k)
+    # the trainings moved every model's parameters (so the agreement is not of untouched inits)
+    for model in ("0", "1", "2"):
+        moved = [np.abs(one[k] - start[k]).max() for k in one if k.split("_")[0] == model]
+        assert max(moved) > 1e-4, model

@@ -10,6 +10,7 @@ temperatures (Figure 28).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import jax
 import jax.numpy as jnp
@@ -251,7 +252,7 @@ def psr_images(cfg: dict, run) -> dict:
     from flowjax_thesis.models.psr_data import load_images
 
     data = load_images(cfg["dataset"], cfg["seed"])
-    data.test = data.test[: cfg["max_test"]]
+    data = replace(data, test=data.test[: cfg["max_test"]])
     hr_shape = tuple(data.train.shape[1:])
     run.print(
         f"data: {data.source}; HR {hr_shape}, {len(data.train)} train / {len(data.test)} test "

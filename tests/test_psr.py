@@ -370,6 +370,21 @@ def test_gp_and_dropout_students_fit_a_line():
     assert float(jnp.std(m, 0).mean()) > 0
 
 
+def test_dropout_student_log_prob_is_the_gaussian_predictive():
+    from scipy.stats import norm
+
+    drop = DropoutStudent(2, (8,), 0.0)  # no dropout: every pass is the same Gaussian
+    params = _perturbed(drop.init(jax.random.PRNGKey(0), 1), 0.5)
+    x = jnp.array([[0.3], [-1.2], [2.0]])
+    y = jnp.array([[0.1, 0.4], [-0.5, 2.0], [1.0, -1.0]])
+    mean, log_var = drop.net.apply(params, x, deterministic=True)
+    expected = norm.logpdf(np.asarray(y), np.asarray(mean), np.exp(0.5 * np.asarray(log_var)))
+    lp = drop.log_prob(params, jax.random.PRNGKey(1), y, x, num_passes=3)
+    np.testing.assert_allclose(lp, expected.sum(-1), rtol=1e-5, atol=1e-5)
+    loss = drop.loss(params, (y, x), jax.random.PRNGKey(2))
+    np.testing.assert_allclose(loss, -expected.sum(-1).mean(), rtol=1e-5)
+
+
 # -- the student-teacher claim, trained (slow) ------------------------------------------------
 
 

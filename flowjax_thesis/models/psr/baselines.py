@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import distrax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -47,9 +48,10 @@ class GPStudent:
         return mean + std * rng.standard_normal(mean.shape)
 
     def log_prob(self, y, x):
+        from scipy.stats import norm
+
         mean, std = self._mean_std(x)
-        z = (np.asarray(y) - mean) / std
-        return np.sum(-0.5 * z**2 - np.log(std) - 0.5 * math.log(2 * math.pi), -1)
+        return np.sum(norm.logpdf(np.asarray(y), mean, std), -1)
 
 
 class DropoutNet(nn.Module):
@@ -87,10 +89,15 @@ class DropoutStudent:
     def init(self, key, in_dim: int):
         return self.net.init({"params": key}, jnp.zeros((1, in_dim)), deterministic=True)
 
-    def loss(self, params, batch, key):
-        y, x = batch
+    def predictive(self, params, key, x) -> distrax.Distribution:
+        """The Gaussian of one stochastic pass (dropout on) for each row of ``x``."""
         mean, log_var = self.net.apply(params, x, rngs={"dropout": key})
-        return jnp.mean(jnp.sum(0.5 * (y - mean) ** 2 * jnp.exp(-log_var) + 0.5 * log_var, -1))
+        return distrax.MultivariateNormalDiag(mean, jnp.exp(0.5 * log_var))
+
+    def loss(self, params, batch, key):
+        """The Gaussian negative log-likelihood of ``batch = (y, x)`` with dropout on."""
+        y, x = batch
+        return -jnp.mean(self.predictive(params, key, x).log_prob(y))
 
     def passes(self, params, key, x, num_passes: int):
         keys = jax.random.split(key, num_passes)
@@ -102,16 +109,10 @@ class DropoutStudent:
 
     def sample(self, params, key, x):
         k1, k2 = jax.random.split(key)
-        mean, log_var = self.net.apply(params, x, rngs={"dropout": k1})
-        return mean + jnp.exp(0.5 * log_var) * jax.random.normal(k2, mean.shape)
+        return self.predictive(params, k1, x).sample(seed=k2)
 
     def log_prob(self, params, key, y, x, num_passes: int = 50):
         """MC estimate of the predictive log-density (log-mean-exp over dropout passes)."""
-        mean, log_var = self.passes(params, key, x, num_passes)
-        lp = jnp.sum(
-            -0.5 * (y - mean) ** 2 * jnp.exp(-log_var)
-            - 0.5 * log_var
-            - 0.5 * math.log(2 * math.pi),
-            -1,
-        )
+        keys = jax.random.split(key, num_passes)
+        lp = jax.vmap(lambda k: self.predictive(params, k, x).log_prob(y))(keys)
         return jax.nn.logsumexp(lp, 0) - math.log(num_passes)

@@ -43,6 +43,28 @@ def _row(source, family, a, seconds):
     }
 
 
+def _ours_row(bm, ref, family, k_fit, k_eval, fs, eval_samples):
+    fitted = fit_family(
+        bm,
+        family,
+        key=k_fit,
+        steps=fs["steps"],
+        num_samples=fs["particles"],
+        lr=fs["lr"],
+        family_kwargs=fs["kw"],
+    )
+    a = assess(fitted, bm, k_eval, eval_samples, ref)
+    return _row("ours", family, a, fitted.seconds)
+
+
+def _guide_row(bm, ref, guide, k_fit, k_eval, fs, eval_samples):
+    g = fit_autoguide(
+        bm, guide, key=k_fit, steps=fs["steps"], num_particles=fs["particles"], lr=fs["lr"]
+    )
+    x, lw = autoguide_draws_and_log_weights(g, bm, k_eval, eval_samples)
+    return _row("numpyro", guide, assess_draws(x, lw, ref), g.seconds)
+
+
 def _as_list(v):
     return list(v.split(",")) if isinstance(v, str) else list(v)
 
@@ -68,6 +90,8 @@ def compare(
     if "gbnf" in ours and not gbnf_available():
         ours = [f for f in ours if f != "gbnf"]
     steps, particles = int(steps), int(particles)
+    family_kwargs = {"layers": int(layers), "hidden": tuple(int(h) for h in _as_list(hidden))}
+    fit_settings = {"steps": steps, "particles": particles, "lr": float(lr), "kw": family_kwargs}
     t_start = time.time()
     key = jax.random.PRNGKey(int(seed))
     rows, best = [], {}
@@ -95,29 +119,21 @@ def compare(
             }
         )
         model_rows = []
-        for i, family in enumerate(ours):
+
+        jobs = [("ours", i, f) for i, f in enumerate(ours)]
+        jobs += [("numpyro", 100 + i, g) for i, g in enumerate(guides)]
+        for source, i, label in jobs:
             k_fit, k_eval = jax.random.split(jax.random.fold_in(k_model, i))
-            fitted = fit_family(
-                bm,
-                family,
-                key=k_fit,
-                steps=steps,
-                num_samples=particles,
-                lr=float(lr),
-                family_kwargs={
-                    "layers": int(layers),
-                    "hidden": tuple(int(h) for h in _as_list(hidden)),
-                },
-            )
-            a = assess(fitted, bm, k_eval, int(eval_samples), ref)
-            model_rows.append(_row("ours", family, a, fitted.seconds))
-        for i, guide in enumerate(guides):
-            k_fit, k_eval = jax.random.split(jax.random.fold_in(k_model, 100 + i))
-            g = fit_autoguide(bm, guide, key=k_fit, steps=steps, num_particles=particles, lr=lr)
-            x, lw = autoguide_draws_and_log_weights(g, bm, k_eval, int(eval_samples))
-            model_rows.append(_row("numpyro", guide, assess_draws(x, lw, ref), g.seconds))
-        for r in model_rows:
+            job = _ours_row if source == "ours" else _guide_row
+            try:
+                r = job(bm, ref, label, k_fit, k_eval, fit_settings, int(eval_samples))
+            except Exception as err:  # one failing approximation must not lose the others
+                r = {"source": source, "family": label, "error": f"{type(err).__name__}: {err}"}
+                print(f"[{name}] {source:8s} {label:24s} failed: {r['error']}", flush=True)
+                model_rows.append({**r, "model": name, "dim": bm.dim})
+                continue
             r.update(model=name, dim=bm.dim)
+            model_rows.append(r)
             print(
                 f"[{name}] {r['source']:8s} {r['family']:24s} k-hat {r['khat']:6.2f} "
                 f"sd ratio {r['sd_ratio']:5.2f} mean err {r['mean_err']:5.2f} "
@@ -125,8 +141,9 @@ def compare(
                 flush=True,
             )
         rows += model_rows
-        flows = [r for r in model_rows if r["source"] == "ours" and r["family"] in FLOWS]
-        theirs = [r for r in model_rows if r["source"] == "numpyro"]
+        done = [r for r in model_rows if "error" not in r]
+        flows = [r for r in done if r["source"] == "ours" and r["family"] in FLOWS]
+        theirs = [r for r in done if r["source"] == "numpyro"]
         pick = {}
         if flows:
             pick["ours"] = min(flows, key=lambda r: r["khat"])
@@ -166,6 +183,9 @@ def table(result: dict) -> str:
     head = "| model | source | family | k-hat | sd ratio | mean err | seconds |"
     lines = [head, "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['source']} | {r['family']} | {r['error']} ||||")
+            continue
         k = "" if r["khat"] is None else f"{r['khat']:.2f}"
         lines.append(
             f"| {r['model']} | {r['source']} | {r['family']} | {k} | {r['sd_ratio']:.2f} | "

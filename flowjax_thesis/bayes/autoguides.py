@@ -24,11 +24,19 @@ import optax
 from flowjax_thesis.bayes.models import BayesModel
 
 AUTOGUIDES = ("AutoDiagonalNormal", "AutoMultivariateNormal", "AutoIAFNormal", "AutoBNAFNormal")
-#: the guides' settings in the issue's measurement (IAF: 4 flows, hidden 32x32)
+#: the guides' settings in the issue's measurement (IAF: 4 flows, hidden 32x32; NumPyro's
+#: autoregressive networks need hidden widths >= dim, so IAF's are ``max(32, dim)``)
 DEFAULT_KWARGS = {
     "AutoIAFNormal": {"num_flows": 4, "hidden_dims": [32, 32]},
     "AutoBNAFNormal": {"num_flows": 1, "hidden_factors": [8, 8]},
 }
+
+
+def _guide_kwargs(guide: str, dim: int, given: dict | None) -> dict:
+    kwargs = {**DEFAULT_KWARGS.get(guide, {}), **(given or {})}
+    if guide == "AutoIAFNormal" and not (given and "hidden_dims" in given):
+        kwargs["hidden_dims"] = [max(h, dim) for h in kwargs["hidden_dims"]]
+    return kwargs
 
 
 @dataclass
@@ -66,7 +74,7 @@ def fit_autoguide(
     if guide not in AUTOGUIDES:
         raise KeyError(f"unknown autoguide {guide!r}; available: {', '.join(AUTOGUIDES)}")
     fn, args, kwargs = _numpyro_parts(model)
-    g = getattr(autoguide, guide)(fn, **{**DEFAULT_KWARGS.get(guide, {}), **(guide_kwargs or {})})
+    g = getattr(autoguide, guide)(fn, **_guide_kwargs(guide, model.dim, guide_kwargs))
     optimizer = optax_to_numpyro(optax.adam(optax.cosine_decay_schedule(lr, steps, alpha=0.05)))
     svi = SVI(fn, g, optimizer, Trace_ELBO(num_particles=num_particles, vectorize_particles=True))
     t0 = time.time()

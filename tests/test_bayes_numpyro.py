@@ -270,6 +270,12 @@ def test_autoguide_log_weights_use_the_right_coordinates():
     assert g.losses.shape == (20,) and np.all(np.isfinite(g.losses))
     with pytest.raises(KeyError, match="AutoBNAFNormal"):
         fit_autoguide(bm, "AutoNope", key=jax.random.PRNGKey(0), steps=1)
+    # NumPyro's autoregressive nets need hidden widths >= dim: IAF's default widens to dim
+    from flowjax_thesis.bayes.autoguides import _guide_kwargs
+
+    assert _guide_kwargs("AutoIAFNormal", 34, None)["hidden_dims"] == [34, 34]
+    assert _guide_kwargs("AutoIAFNormal", 10, None)["hidden_dims"] == [32, 32]
+    assert _guide_kwargs("AutoIAFNormal", 34, {"hidden_dims": [40]})["hidden_dims"] == [40]
 
 
 # -- a user's model file through the CLI ----------------------------------------------------------

@@ -31,6 +31,7 @@ from flowjax_thesis.models.gbnf import GBNF, boost_density, boost_vi, num_parame
 from flowjax_thesis.objectives import elbo, importance_log_evidence
 from flowjax_thesis.plotting import grid_figure, plt, show_density, show_samples
 from flowjax_thesis.targets import TARGET_LIMITS, get_target
+from flowjax_thesis.train import data_mesh
 from flowjax_thesis.train import fit_vi as fit_vi_flow
 
 
@@ -306,6 +307,7 @@ def gbnf_toy_density(cfg: dict, run) -> dict:
                 finetune_passes=cfg["finetune_passes"],
                 run=run,
                 tags={"data": name, "K": depth},
+                mesh=data_mesh(),
             )
             test_nll = jax.jit(lambda p, gbnf=gbnf, x=test: -jnp.mean(gbnf.log_prob(p, x)))
             res = {"realnvp_first_component": float(test_nll(_prefix(gbnf, params, 1)))}
@@ -420,6 +422,7 @@ def gbnf_tabular(cfg: dict, run) -> dict:
                 val_data=data.val,
                 run=run,
                 tags={"family": fam, "seed": seed},
+                mesh=data_mesh(),
             )
             ll = jax.jit(lambda p, gbnf=gbnf: jnp.mean(gbnf.log_prob(p, data.test)))
             single.append(float(ll(_prefix(gbnf, params, 1))))

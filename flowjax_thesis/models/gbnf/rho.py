@@ -90,11 +90,38 @@ def rho_sgd_transition(
     return Transition(init, step)
 
 
-def _split(gbnf: GBNF, params, i, x, context=None):
-    """``log G_{-i}(x)``, ``log g_i(x)`` and all components' log-densities at ``x``."""
+def _split_impl(gbnf: GBNF, params, i, x, context=None):
     lp = gbnf.component_log_probs(params, x, context)
     mask, has = W.others(params, i)
     return gbnf.combine(params, lp, mask, has), lp[i], lp
+
+
+def _vi_draws_impl(gbnf: GBNF, params, i, key, n: int):
+    k_g, k_G = jax.random.split(key)
+    z_g, _ = gbnf.component_sample_and_log_prob(gbnf.component(params, i), i, k_g, n)
+    lw, _ = W.mixture_log_weights(params, exclude=i)
+    z_G, _ = gbnf._sample_from(params, lw, k_G, n)
+    return z_g, z_G
+
+
+_split_jit = jax.jit(_split_impl, static_argnums=0)
+_vi_draws_jit = jax.jit(_vi_draws_impl, static_argnums=(0, 4))
+
+
+def _hashable(gbnf) -> bool:
+    try:
+        hash(gbnf)
+    except TypeError:
+        return False
+    return True
+
+
+def _split(gbnf: GBNF, params, i, x, context=None):
+    """``log G_{-i}(x)``, ``log g_i(x)`` and all components' log-densities at ``x`` (compiled
+    once per model and shapes, reused by every stage; traced calls inline it)."""
+    if isinstance(x, jax.core.Tracer) or not _hashable(gbnf):
+        return _split_impl(gbnf, params, i, x, context)
+    return _split_jit(gbnf, params, i, x, context)
 
 
 def density_rho_objective(gbnf: GBNF, params, i, x, context=None, key=None, num_proposal=8192):
@@ -141,11 +168,9 @@ def density_rho_gradient(gbnf: GBNF) -> Callable:
 
 def _vi_draws(gbnf: GBNF, params, i, key, n: int):
     """``n`` draws of component ``i`` and ``n`` of the mixture of the others."""
-    k_g, k_G = jax.random.split(key)
-    z_g, _ = gbnf.component_sample_and_log_prob(gbnf.component(params, i), i, k_g, n)
-    lw, _ = W.mixture_log_weights(params, exclude=i)
-    z_G, _ = gbnf._sample_from(params, lw, k_G, n)
-    return z_g, z_G
+    if isinstance(key, jax.core.Tracer) or not _hashable(gbnf):
+        return _vi_draws_impl(gbnf, params, i, key, n)
+    return _vi_draws_jit(gbnf, params, i, key, n)
 
 
 def vi_rho_gradient(gbnf: GBNF, log_target: Callable, num_samples: int) -> Callable:

@@ -200,20 +200,20 @@ def test_posterior_flow_density_matches_jacobian(name):
     enc = {"mu": mu, "log_var": log_var, "h": h, "amort": _random_amortized(post, d, key, 0.5)}
     flow = post.flow(d, hidden)
     params = post.flow_params(gp, enc["amort"])
-    bij = flow.bijector(params, h if name == "iaf" else None)
+    bij = flow.bijector(params, h[None] if name == "iaf" else None)  # a batch of one
     z0 = mu + jnp.exp(0.5 * log_var) * jax.random.normal(jax.random.PRNGKey(2), (d,))
     z = bij.forward(z0[None])[0]
     jac = jax.jacfwd(lambda v: bij.forward(v[None])[0])(z0)
     base = multivariate_normal(np.asarray(mu), np.diag(np.exp(np.asarray(log_var))))
     expected = base.logpdf(np.asarray(z0)) - np.linalg.slogdet(np.asarray(jac))[1]
+    ctx = post.context(enc)
     if name in ("planar", "radial") or name.startswith("sylvester"):
         # one draw from the Flow itself, then check it against the same formula
-        zs, log_q = flow.sample_and_log_prob(params, jax.random.PRNGKey(3), 1, context=enc)
+        zs, log_q = flow.sample_and_log_prob(params, jax.random.PRNGKey(3), 1, context=ctx)
         z0s = bij.inverse(zs)
         jac_s = jax.jacfwd(lambda v: bij.forward(v[None])[0])(z0s[0])
         ref = base.logpdf(np.asarray(z0s[0])) - np.linalg.slogdet(np.asarray(jac_s))[1]
         np.testing.assert_allclose(float(log_q[0]), ref, atol=2e-3)
-    ctx = post.context(enc)
     np.testing.assert_allclose(float(flow.log_prob(params, z, ctx)), expected, atol=2e-3)
     assert np.all(np.isfinite(np.asarray(z)))
 
@@ -338,8 +338,8 @@ def test_batched_sylvester_equals_foundation_layers(name):
                 {n: a[0:1] for n, a in amort.items()},
             ),
         )
-    else:
-        slow_params = (amort,)
+    else:  # Repeat's forward applies its last stacked layer first (index 0 nearest the data)
+        slow_params = (jax.tree.map(lambda a: a[::-1], amort),)
     zs, lds = slow_flow.bijector(slow_params).forward_and_log_det(z0)
     np.testing.assert_allclose(np.asarray(zs), np.asarray(z), atol=1e-5)
     np.testing.assert_allclose(np.asarray(lds), np.asarray(ld), atol=1e-4)
@@ -424,10 +424,10 @@ def test_digits_loader(digits, tmp_path):
     assert digits.train.shape == (1397, 8, 8, 1) and len(digits.val) == len(digits.test) == 200
     assert set(np.unique(digits.train)) <= {0.0, 1.0}
     assert "scikit-learn digits" in digits.source
-    missing = load_binary_images("mnist", data_dir=str(tmp_path))
-    assert missing.name == "digits" and "mnist not found" in missing.source
-    with pytest.raises(FileNotFoundError, match="binarized_mnist"):
-        load_binary_images("mnist", data_dir=str(tmp_path), fallback=False)
+    missing = load_binary_images("omniglot", data_dir=str(tmp_path))
+    assert missing.name == "digits" and "omniglot not found" in missing.source
+    with pytest.raises(FileNotFoundError, match="chardata.mat"):
+        load_binary_images("omniglot", data_dir=str(tmp_path), fallback=False)
 
 
 def _small_vae(name="planar", **kw):

@@ -5,7 +5,6 @@ from flowjax_thesis.models.vae.likelihoods import (
     LIKELIHOODS,
     discretized_logistic_log_prob,
     log_likelihood,
-    log_normal_diag,
     log_standard_normal,
 )
 from flowjax_thesis.models.vae.model import VAE, bits_per_dim, importance_nll
@@ -16,8 +15,10 @@ from flowjax_thesis.models.vae.posteriors import (
     Boosted,
     Gaussian,
     RealNVP,
+    diag_normal,
     make_posterior,
 )
+from flowjax_thesis.models.vae.sylvester_stack import SylvesterStack
 
 __all__ = [
     "VAE",
@@ -28,11 +29,12 @@ __all__ = [
     "Boosted",
     "Gaussian",
     "RealNVP",
+    "SylvesterStack",
+    "diag_normal",
     "bits_per_dim",
     "discretized_logistic_log_prob",
     "importance_nll",
     "log_likelihood",
-    "log_normal_diag",
     "log_standard_normal",
     "make_posterior",
 ]

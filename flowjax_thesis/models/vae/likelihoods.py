@@ -1,4 +1,4 @@
-"""Decoder likelihoods ``log p(x | z)`` (in nats, summed over pixels) and Gaussian densities.
+"""Decoder likelihoods ``log p(x | z)`` (in nats, summed over pixels) and the prior density.
 
 - ``bernoulli``: binary pixels, one logit each.
 - ``categorical256``: 8-bit grey pixels (stored as k/255), a 256-way softmax per pixel (the
@@ -6,11 +6,12 @@
 - ``logistic256``: the same pixels under a discretised logistic (PixelCNN++ style): the mass of
   the bin ``[x - 1/510, x + 1/510]`` with the end bins open to -inf and +inf.
 
-The two Gaussian log-densities below are the only ones the VAE uses, for the prior and for the
-posterior's base alike, and both include the ``-1/2 log 2 pi`` per dimension. (The original
-code drops it from one side only, which shifts the importance-sampled NLL by
-``d/2 log 2 pi``, about 59 nats at ``d = 64``; ``tests/test_vae.py`` checks the estimator against
-a linear-Gaussian model's exact marginal likelihood.)
+The prior's log-density :func:`log_standard_normal` and the posterior's base
+(``distrax.MultivariateNormalDiag``, :func:`~.posteriors.diag_normal`) both include the
+``-1/2 log 2 pi`` per dimension. (The original code drops it from one side only, which shifts
+the importance-sampled NLL by ``d/2 log 2 pi``, about 59 nats at ``d = 64``;
+``tests/test_vae.py`` checks the estimator against a linear-Gaussian model's exact marginal
+likelihood.)
 """
 
 from __future__ import annotations
@@ -27,11 +28,6 @@ _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 def log_standard_normal(z):
     """``log N(z; 0, I)`` summed over the last axis."""
     return jnp.sum(-0.5 * z**2 - _HALF_LOG_2PI, axis=-1)
-
-
-def log_normal_diag(z, mean, log_var):
-    """``log N(z; mean, diag(exp(log_var)))`` summed over the last axis."""
-    return jnp.sum(-0.5 * (z - mean) ** 2 * jnp.exp(-log_var) - 0.5 * log_var - _HALF_LOG_2PI, -1)
 
 
 def out_channels(likelihood: str, channels: int) -> int:

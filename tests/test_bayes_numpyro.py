@@ -126,6 +126,9 @@ def test_flattening_order_names_and_unconstrain_round_trip():
     np.testing.assert_allclose(values["m"], np.reshape(theta[1:7], (2, 3)), rtol=1e-6)
     np.testing.assert_allclose(np.sum(values["w"]), 1.0, rtol=1e-5)
     np.testing.assert_allclose(bm.unconstrain(values), theta, atol=1e-5)
+    # NumPyro's init_to_median point, in theta coordinates: log of the HalfNormal(1) median
+    assert bm.data["init"].shape == (bm.dim,)
+    assert abs(bm.data["init"][0] - np.log(stats.halfnorm.median())) < 0.6
     # the positive site's Jacobian is in the density: log HalfNormal(e^t) + t
     other = bm.log_density(theta.at[0].set(0.3)) - bm.log_density(theta.at[0].set(-0.2))
     expected = stats.halfnorm.logpdf(np.exp(0.3)) + 0.3 - stats.halfnorm.logpdf(np.exp(-0.2)) + 0.2

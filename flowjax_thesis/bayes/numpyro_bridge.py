@@ -20,8 +20,11 @@ Coordinate names (``BayesModel.names``) are ``site`` for a scalar site and ``sit
 ``site[i,j]`` otherwise, prefixed by the unconstraining map: ``log_`` for positive sites (NumPyro's
 ``ExpTransform``), ``logit_`` for unit-interval sites (``SigmoidTransform``), ``u_`` for any other
 constrained support (e.g. ``u_w[0]`` for a simplex), none for real sites.
-``BayesModel.data`` holds the model, its arguments, the observed values per site and the site table
-(``sites``: name -> constrained shape, unconstrained shape, slice of ``theta``, transform name).
+``BayesModel.data`` holds the model, its arguments, the observed values per site, the site table
+(``sites``: name -> constrained shape, unconstrained shape, slice of ``theta``, transform name) and
+``init``: NumPyro's ``init_to_median`` point in ``theta`` coordinates (where
+``fit_family(..., loc=...)`` can start a family: posteriors far from the origin, e.g. heights
+around 170, are then not a long walk away).
 ``BayesModel.unconstrain`` maps a dict of constrained site values back to ``theta`` (NumPyro's
 ``unconstrain_fn``), which is how :func:`reparameterized_reference` maps reference draws of an
 equivalent model (e.g. non-centered eight schools) into this model's coordinates.
@@ -98,12 +101,18 @@ def from_numpyro(model: Callable, *args, **kwargs) -> BayesModel:
     if not callable(model):
         raise TypeError(f"from_numpyro: model must be a NumPyro model function, got {model!r}")
     from numpyro.distributions.transforms import biject_to
+    from numpyro.infer.initialization import init_to_median
     from numpyro.infer.util import initialize_model, unconstrain_fn
 
     name = getattr(model, "__name__", type(model).__name__)
     trace = _latent_sites(model, args, kwargs)
     info = initialize_model(
-        jax.random.PRNGKey(0), model, model_args=args, model_kwargs=kwargs, validate_grad=False
+        jax.random.PRNGKey(0),
+        model,
+        model_args=args,
+        model_kwargs=kwargs,
+        init_strategy=init_to_median(num_samples=15),
+        validate_grad=False,
     )
     z0 = info.param_info.z
     order = [n for n in trace if n in z0]  # trace order, only the unconstrained latent sites
@@ -171,6 +180,7 @@ def from_numpyro(model: Callable, *args, **kwargs) -> BayesModel:
         "sites": sites,
         "flatten": flatten,
         "unflatten": unflatten,
+        "init": np.asarray(flatten(z0)),  # NumPyro's init_to_median point, unconstrained
     }
     return BayesModel(
         name, dim, tuple(names), log_density, constrain, data=data, unconstrain=unconstrain

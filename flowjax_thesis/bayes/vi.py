@@ -54,13 +54,16 @@ def fit_family(
     chunk_size: int | None = None,
     run=None,
     tags: dict | None = None,
+    loc=None,
 ) -> Fitted:
     """Trains ``family`` on ``model.log_density`` with Adam (cosine-decayed ``lr``).
 
     With ``objective="iwelbo"`` each step uses ``num_samples // num_importance`` bounds of
     ``num_importance`` draws (the same number of target evaluations as the ELBO). ``run`` and
     ``tags`` go to :func:`~flowjax_thesis.train.fit` (metrics records, checkpoints in the run
-    directory, ``--resume``); every training in one run needs its own ``tags``.
+    directory, ``--resume``); every training in one run needs its own ``tags``. ``loc`` (a
+    ``(dim,)`` point, e.g. ``model.data["init"]`` of a NumPyro model) starts the affine layer
+    nearest the data there instead of at the origin (not for ``gbnf``).
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
@@ -69,6 +72,7 @@ def fit_family(
             model, key, steps, num_samples, lr, objective, family_kwargs, run=run, tags=tags
         )
     flow = make_family(family, model.dim, **(family_kwargs or {}))
+    start = None if loc is None else _start_at(flow, jax.random.split(key)[0], loc, model.dim)
     optimizer = optax.adam(optax.cosine_decay_schedule(lr, steps, alpha=0.05))
     chunk = chunk_size or steps
     t0 = time.time()
@@ -80,7 +84,7 @@ def fit_family(
         )
         result = fit(
             transition,
-            transition.init(flow.init(k_init)),
+            transition.init(flow.init(k_init) if start is None else start),
             None,
             key=k_fit,
             steps=steps,
@@ -99,6 +103,7 @@ def fit_family(
             num_samples=num_samples,
             optimizer=optimizer,
             stick_the_landing=objective == "elbo_stl",
+            params=start,
             chunk_size=chunk,
             progress=False,
             run=run,
@@ -106,6 +111,19 @@ def fit_family(
         )
     params = jax.block_until_ready(params)
     return Fitted(family, flow, params, time.time() - t0, result.history)
+
+
+def _start_at(flow: Flow, key, loc, dim: int):
+    """``flow.init(key)`` with the shift of its first layer (an affine layer nearest the data in
+    every family) set to ``loc``."""
+    loc = jnp.asarray(loc, jnp.float32)
+    if loc.shape != (dim,):
+        raise ValueError(f"loc must have shape ({dim},), got {loc.shape}")
+    params = flow.init(key)
+    first = params[0]
+    if not (isinstance(first, dict) and "shift" in first):
+        raise ValueError("loc needs a family whose first layer is affine (has a shift)")
+    return (dict(first, shift=loc),) + tuple(params[1:])
 
 
 def _fit_gbnf(model, key, steps, num_samples, lr, objective, family_kwargs, run=None, tags=None):

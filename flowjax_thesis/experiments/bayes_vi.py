@@ -14,7 +14,8 @@ with the lowest k-hat) and the poststratified state estimates.
 A user's NumPyro model runs through the same workflow with ``--set model=path/to/file.py:function``
 (a model function called without arguments, its data loaded in that file; see
 :func:`load_user_model`): it becomes a ``BayesModel`` by
-:func:`~flowjax_thesis.bayes.from_numpyro` and its reference is NUTS on it. ``model`` may also
+:func:`~flowjax_thesis.bayes.from_numpyro`, its reference is NUTS on it, and the families start
+at NumPyro's ``init_to_median`` point instead of the origin. ``model`` may also
 name one built-in model; empty (the default) runs the ``models`` list, whose entries may be
 built-in names or file specs too.
 """
@@ -310,6 +311,7 @@ def bayes_vi(cfg: dict, run) -> dict:
                 family_kwargs=family_kwargs,
                 run=run,
                 tags={"model": name, "family": label},
+                loc=None if spec in MODELS else model.data["init"],
             )
             a = assess(fitted, model, k_eval, cfg["eval_samples"], ref)
             fits[label] = a

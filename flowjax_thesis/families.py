@@ -130,7 +130,12 @@ def make_flow(
             f"{name} layers are unconditional (context_shape given without a base that uses "
             "it); use realnvp, realnvp_actnorm, spline, glow, maf or iaf for a conditional flow"
         )
-    hidden = tuple(int(h) for h in hidden)
+    if not isinstance(hidden, (tuple, list)):
+        raise TypeError(
+            f"make_flow: hidden must be a tuple of layer widths, got {hidden!r}"
+            + (f" (for one layer write ({hidden},))" if isinstance(hidden, int) else "")
+        )
+    hidden = tuple(hidden)
     layers = _layers(name, int(dim), int(num_layers), hidden, activation, num_bins)
     if affine and name not in ("mean_field", "full_rank"):
         layers = (ElementwiseAffine(init_log_scale),) + layers

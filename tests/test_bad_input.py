@@ -407,7 +407,6 @@ LAYER_OPTIONS = [
         "planar-init-scale-nan",
         layer("planar", init_scale=NAN),
         Raises(ValueError, "init_scale"),
-        xfail="needs fix in bijectors/planar.py: Planar/Radial init_scale is not validated",
     ),
 ]
 
@@ -1655,8 +1654,6 @@ MODELS = [
         "make_flow-hidden-int",
         family("realnvp", hidden=64),
         Raises(TypeError, "hidden"),
-        xfail="needs fix in families.py: make_flow(hidden=64) raises Python's "
-        "\"'int' object is not iterable\" (tuple(hidden) before the layer can check it)",
     ),
     case("gbnf-0-components", gbnf(num_components=0), Raises(ValueError, "at least one component")),
     case(
@@ -1699,8 +1696,6 @@ MODELS = [
         "dapper-obs-noise-nan",
         dap_config(obs_noise=NAN),
         Raises(ValueError, "obs_noise"),
-        xfail="needs fix in models/dap/state.py: DapConfig accepts obs_noise=NaN (and other NaN "
-        "floats: the checks compare with < and > only)",
     ),
 ]
 

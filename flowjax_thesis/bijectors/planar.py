@@ -49,6 +49,7 @@ Both act on vector events ``(D,)``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import jax
@@ -98,6 +99,7 @@ class Planar(Layer):
             )
         if not 0.0 < self.margin < 1.0:
             raise ValueError(f"Planar: margin must be in (0, 1), got {self.margin!r}")
+        _check_init_scale(self)
 
     def init(self, key, event_shape, context_shape=None):
         (dim,) = self.check_shapes(event_shape, context_shape)
@@ -134,6 +136,9 @@ class Radial(Layer):
 
     init_scale: float = 0.1
     event_ranks = (1,)
+
+    def __post_init__(self):
+        _check_init_scale(self)
 
     def init(self, key, event_shape, context_shape=None):
         (dim,) = self.check_shapes(event_shape, context_shape)
@@ -179,3 +184,11 @@ class Radial(Layer):
             return z0 + dz, -log_det(r)
 
         return EventBijector(forward, inverse, 1, name="Radial")
+
+
+def _check_init_scale(layer) -> None:
+    s = layer.init_scale
+    if isinstance(s, bool) or not isinstance(s, (int, float)) or not (math.isfinite(s) and s >= 0):
+        raise ValueError(
+            f"{type(layer).__name__}: init_scale must be a finite number >= 0, got {s!r}"
+        )

@@ -17,6 +17,7 @@ The E-step (:mod:`~flowjax_thesis.models.dap.estep`) turns a batch of documents 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -81,8 +82,9 @@ class DapConfig:
         if not 0.0 < self.damping <= 1.0:
             raise ValueError(f"damping must lie in (0, 1], got {self.damping}")
         for name in ("process_noise", "obs_noise", "v0"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be positive and finite, got {value!r}")
         if self.doc_variance is not None and self.doc_variance <= 0:
             raise ValueError("doc_variance must be positive (or None)")
         if self.alpha_hat_form not in ("mass", "derived", "thesis"):

@@ -634,8 +634,6 @@ NUMERICS = [
         "radial-beta->-alpha",
         radial_boundary,
         Ok(finite),
-        xfail="needs fix in bijectors/planar.py: Radial at beta = -alpha gives log-det -inf at "
-        "z0 and a NaN inverse there (floor 1 + beta h as Planar floors w.u)",
     ),
 ]
 

@@ -33,7 +33,8 @@ strictly increasing scalar equation in ``alpha``; we solve it (bracketed bisecti
 step) and recover ``z = y - u' tanh(alpha + b)``.
 
 Radial: ``f(z) = z + beta h(r) (z - z0)``, ``r = |z - z0|``, ``h(r) = 1 / (alpha + r)`` with
-``alpha = softplus(a) > 0`` and ``beta = -alpha + softplus(b) >= -alpha`` (invertibility).
+``alpha = softplus(a) > 0`` and ``beta = -alpha (1 - 1e-4) + softplus(b) > -alpha``
+(invertibility, with a margin so that ``1 + beta h >= 1e-4`` stays finite at the boundary).
 ``log|det J| = (D - 1) log(1 + beta h) + log(1 + beta h + beta h'(r) r)``.
 Inverse: ``|y - z0| = r (1 + beta / (alpha + r))`` is a quadratic in ``r``:
 ``r^2 + (alpha + beta - r') r - alpha r' = 0`` whose non-negative root we take in the
@@ -58,6 +59,7 @@ import jax.numpy as jnp
 from flowjax_thesis.bijectors.base import EventBijector, Layer, solve_tanh_equation
 
 CONSTRAINTS = ("reparameterize", "project")
+RADIAL_MARGIN = 1e-4
 
 
 def planar_u_hat(u, w, margin: float = 1e-4):
@@ -153,7 +155,9 @@ class Radial(Layer):
     def bind(self, params, context=None):
         z0 = params["z0"]
         alpha = jax.nn.softplus(params["alpha"])
-        beta = -alpha + jax.nn.softplus(params["beta"])
+        # beta > -alpha (1 - margin): 1 + beta h >= margin, so the log-det and the inverse stay
+        # finite even at the centre when softplus(b) underflows (the invertibility boundary)
+        beta = -alpha * (1.0 - RADIAL_MARGIN) + jax.nn.softplus(params["beta"])
         dim = z0.shape[-1]
 
         def log_det(r):

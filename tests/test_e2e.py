@@ -66,7 +66,7 @@ def check_outputs(out: Path, name: str) -> dict:
 
 def numbers(summary: dict) -> dict:
     """The summary without its timings (which differ between runs)."""
-    drop = ("seconds", "time", "wall")
+    drop = ("seconds", "time", "wall", "per_second")
     if isinstance(summary, dict):
         return {k: numbers(v) for k, v in summary.items() if not any(d in k for d in drop)}
     if isinstance(summary, list):

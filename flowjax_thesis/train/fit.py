@@ -79,10 +79,13 @@ class FitResult:
 
 
 def _all_finite(metrics, state) -> jax.Array:
-    leaves = list(jax.tree.leaves(metrics)) + [
-        x for x in jax.tree.leaves(state) if jnp.issubdtype(jnp.result_type(x), jnp.floating)
-    ]
-    return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in leaves] or [True]))
+    """Every metric finite and no NaN in the state. Infinities in the state are allowed: optimizer
+    states use them as "no value yet" (e.g. ``optax.contrib.reduce_on_plateau``'s initial best
+    value), and parameters that overflow make the loss non-finite at the next step anyway."""
+    floating = lambda x: jnp.issubdtype(jnp.result_type(x), jnp.floating)
+    checks = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(metrics)]
+    checks += [~jnp.any(jnp.isnan(x)) for x in jax.tree.leaves(state) if floating(x)]
+    return jnp.all(jnp.array(checks or [True]))
 
 
 def _step_keys(key, step):
@@ -214,7 +217,8 @@ def fit(
       on_eval: ``(state, values, step) -> state or None`` after each evaluation; a returned
         state replaces the current one (learning rate on plateau, rho fits, component switches).
       monitor, patience: early stopping when ``monitor`` (from ``eval_fn``) has not improved
-        (decreased) for ``patience`` evaluations; the best state is returned.
+        (decreased) for ``patience`` evaluations; the best state is returned (and kept in
+        the checkpoints, so a resumed training returns it too).
       checkpoint_dir, checkpoint_every: orbax checkpoints (default every ``eval_every`` or
         ``chunk_size`` steps) and resume from the newest readable one. With ``run`` and no
         ``checkpoint_dir``, the run's directory for ``tags`` is used.
@@ -248,18 +252,25 @@ def fit(
     checkpoint_every = checkpoint_every or eval_every or chunk_size
     step, best_value, bad_evals = 0, np.inf, 0
     best_state, best_step = state, None
+    # with early stopping the best state is what fit returns, so checkpoints carry it too
+    keep_best = patience is not None
     if ckpt is not None and ckpt.latest_step() is not None:
         template = {
             "state": to_host(state),
             "best": np.zeros((), np.float64),
             "bad_evals": np.zeros((), np.int64),
         }
+        if keep_best:
+            template |= {"best_state": to_host(state), "best_step": np.zeros((), np.int64)}
         step, restored = ckpt.restore(template)
         state = restored["state"]
         best_value, bad_evals = float(restored["best"]), int(restored["bad_evals"])
+        best_state = restored["best_state"] if keep_best else state
+        if keep_best and int(restored["best_step"]) >= 0:
+            best_step = int(restored["best_step"])
         if mesh is not None:
             state = put_replicated(to_host(state), mesh)
-        best_state = state
+            best_state = put_replicated(to_host(best_state), mesh)
         if run is not None:
             run.print(f"[{desc}] resumed from checkpoint at step {step} ({ckpt.directory})")
     history: list[dict] = []
@@ -275,7 +286,11 @@ def fit(
     def save(at_step, st):
         if ckpt is not None:
             payload = {"state": to_host(st), "best": np.float64(best_value)}
-            ckpt.save(at_step, payload | {"bad_evals": np.int64(bad_evals)})
+            payload["bad_evals"] = np.int64(bad_evals)
+            if keep_best:
+                payload["best_state"] = to_host(best_state)
+                payload["best_step"] = np.int64(-1 if best_step is None else best_step)
+            ckpt.save(at_step, payload)
 
     if mode == "scan":
         runner = make_chunk_runner(transition, batch_size, n_examples, mesh, batches is not None)

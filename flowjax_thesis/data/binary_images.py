@@ -27,7 +27,9 @@ which data was used (experiments print it).
 
 The data directory is ``data_dir`` or ``$FLOWJAX_DATA_DIR`` or ``~/data``. Nothing is downloaded:
 ``load_binary_images(name, fallback=True)`` falls back to ``digits`` when the files are missing
-and says so in ``source``.
+and says so in ``source``, unless stand-ins are refused (``strict``, or the ``full`` profile's
+policy, :mod:`flowjax_thesis.data.availability`): then ``MissingData`` names what was looked
+for, where, and the command that gets it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+
+from flowjax_thesis.data.availability import note_used, require
 
 DATASETS = ("mnist", "fashion-mnist", "omniglot", "freyfaces", "caltech101", "digits")
 
@@ -115,9 +119,10 @@ def _load_mnist(directory):
         return cached
     try:
         import tensorflow_datasets as tfds
-    except ImportError:
+
+        ds = tfds.load("binarized_mnist", batch_size=-1, data_dir=directory, download=False)
+    except Exception:  # noqa: BLE001 - not installed or not prepared: nothing is downloaded
         return None
-    ds = tfds.load("binarized_mnist", batch_size=-1, data_dir=directory)
     splits = [np.asarray(tfds.as_numpy(ds[s])["image"], np.float32) for s in ds]
     return splits, "statically binarised MNIST from TFDS"
 
@@ -188,16 +193,22 @@ def load_binary_images(
     seed: int = 0,
     fallback: bool = True,
     grey_likelihood: str = "categorical256",
+    strict: bool | None = None,
 ) -> ImageData:
     """Loads ``name`` (one of :data:`DATASETS`); see the module docstring for files and splits.
 
-    With ``fallback`` a missing data set is replaced by the offline ``digits`` (the returned
-    ``source`` says so); without it a ``FileNotFoundError`` names the expected files.
+    A missing data set raises :class:`~flowjax_thesis.data.availability.MissingData` (a
+    ``FileNotFoundError`` naming what was looked for, where, and the command that gets it) when
+    ``fallback`` is False or stand-ins are refused (``strict=True``, or ``strict=None`` inside a
+    strict :func:`~flowjax_thesis.data.availability.data_policy`); otherwise it is replaced by
+    the offline ``digits`` and ``source`` says so.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; choose one of {DATASETS}")
     if name == "digits":
-        return load_digits(seed)
+        data = load_digits(seed)
+        note_used(data.name, data.source, True)
+        return data
     directory = data_directory(data_dir)
     loaded = {
         "mnist": lambda: _load_mnist(directory),
@@ -207,17 +218,12 @@ def load_binary_images(
         "caltech101": lambda: _load_caltech(directory),
     }[name]()
     if loaded is None:
-        expected = {
-            "mnist": "binarized_mnist_{train,valid,test}.amat, or run "
-            "`flowjax-thesis data get mnist` (or TFDS binarized_mnist)",
-            "fashion-mnist": "the cache of `flowjax-thesis data get fashion-mnist`",
-            "omniglot": "chardata.mat",
-            "freyfaces": "frey_rawface.mat",
-            "caltech101": "caltech101_silhouettes_28_split1.mat",
-        }[name]
-        if not fallback:
-            raise FileNotFoundError(f"{name}: expected {expected} under {directory}")
+        places = looked_for(name, directory)
+        stand_in = "scikit-learn digits, 8x8, NOT the thesis's data"
+        strict = True if not fallback else strict
+        require(name, places, command=fetch_command(name), stand_in=stand_in, strict=strict)
         data = load_digits(seed)
+        note_used(data.name, f"{name} not found; using {data.source}", True)
         return ImageData(
             data.name,
             data.train,
@@ -225,11 +231,44 @@ def load_binary_images(
             data.test,
             data.likelihood,
             data.dynamic_binarization,
-            f"{name} not found ({expected} under {directory}); using {data.source}",
+            f"{name} not found ({'; '.join(places)}); using {data.source}",
         )
     (train, val, test), source = loaded
     grey = name == "freyfaces"
     dynamic = name == "omniglot" or "dynamically binarised" in source
+    note_used(name, source, False)
     return ImageData(
         name, train, val, test, grey_likelihood if grey else "bernoulli", dynamic, source
     )
+
+
+# the files each loader looks for in the data directory
+_FILES = {
+    "mnist": "binarized_mnist_{train,valid,test}.amat",
+    "fashion-mnist": None,
+    "omniglot": "chardata.mat (the IWAE repository's Omniglot)",
+    "freyfaces": "frey_rawface.mat",
+    "caltech101": "caltech101_silhouettes_28_split1.mat",
+}
+
+
+def looked_for(name: str, directory: str) -> list[str]:
+    """Every place :func:`load_binary_images` searches for ``name``, as text."""
+    from flowjax_thesis.data.fetch import SOURCES, cache_dir
+    from flowjax_thesis.data.images import tfds_note
+
+    places = [f"{_FILES[name]} under {directory} (data_dir or $FLOWJAX_DATA_DIR)"]
+    if _FILES[name] is None:
+        places = []
+    if name in SOURCES:
+        places.append(f"the data cache {cache_dir()} (`flowjax-thesis data get {name}`)")
+    if name == "mnist":
+        places.append(tfds_note("binarized_mnist", directory))
+    return places
+
+
+def fetch_command(name: str) -> str | None:
+    """``flowjax-thesis data get NAME`` when :mod:`~flowjax_thesis.data.fetch` can get it."""
+    from flowjax_thesis.data.fetch import SOURCES
+
+    return f"flowjax-thesis data get {name}" if name in SOURCES else None

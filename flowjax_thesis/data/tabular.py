@@ -21,6 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from flowjax_thesis.data.availability import note_used, require
+from flowjax_thesis.data.images import tfds_note
+
 MAF_SETS = ("power", "gas", "hepmass", "miniboone", "bsds300")
 SKLEARN_SETS = ("breast_cancer", "wine", "diabetes")
 
@@ -72,12 +75,24 @@ def load_sklearn(name: str = "breast_cancer", seed: int = 0) -> TabularData:
 
 
 def load_tabular(
-    name: str, directory: str | None = None, fallback: bool = True, seed: int = 0
+    name: str,
+    directory: str | None = None,
+    fallback: bool = True,
+    seed: int = 0,
+    strict: bool | None = None,
 ) -> TabularData:
-    """``name`` in :data:`MAF_SETS` (from ``directory`` or TFDS) or :data:`SKLEARN_SETS`."""
+    """``name`` in :data:`MAF_SETS` (from ``directory`` or TFDS) or :data:`SKLEARN_SETS`.
+
+    A missing MAF set raises :class:`~flowjax_thesis.data.availability.MissingData` (naming the
+    folder and TFDS name looked for) when ``fallback`` is False or stand-ins are refused
+    (``strict=True``, or ``strict=None`` inside a strict
+    :func:`~flowjax_thesis.data.availability.data_policy`); otherwise breast cancer stands in.
+    """
     key = name.lower()
     if key in SKLEARN_SETS or key == "sklearn":
-        return load_sklearn("breast_cancer" if key == "sklearn" else key, seed)
+        data = load_sklearn("breast_cancer" if key == "sklearn" else key, seed)
+        note_used(data.name, data.source, True)
+        return data
     if key not in MAF_SETS:
         raise ValueError(f"unknown tabular set {name!r}; choose from {MAF_SETS + SKLEARN_SETS}")
     directory = directory or os.environ.get("FLOWJAX_TABULAR_DIR")
@@ -88,20 +103,38 @@ def load_tabular(
             train, val, test = (np.load(p).astype(np.float32) for p in paths)
             if not (train.ndim == val.ndim == test.ndim == 2):
                 raise ValueError(f"{folder}: expected 2-D arrays (rows, features)")
-            return TabularData(key, train, val, test, f"preprocessed MAF splits from {folder}")
+            source = f"preprocessed MAF splits from {folder}"
+            note_used(key, source, False)
+            return TabularData(key, train, val, test, source)
     try:  # pragma: no cover - TFDS is not installed in the test environment
         import tensorflow_datasets as tfds
 
-        splits = tfds.load(key, split=["train", "validation", "test"], batch_size=-1)
+        splits = tfds.load(
+            key, split=["train", "validation", "test"], batch_size=-1, download=False
+        )
         arrays = [np.asarray(next(iter(s.values())), np.float32) for s in tfds.as_numpy(splits)]
+        note_used(key, f"TensorFlow Datasets {key}", False)
         return TabularData(key, *arrays, source=f"TensorFlow Datasets {key}")
     except Exception:  # noqa: BLE001 - any failure means "not available here"
         pass
-    if not fallback:
-        raise FileNotFoundError(
-            f"{name}: put preprocessed train/val/test .npy files in <directory>/{key}/ "
-            "(or set FLOWJAX_TABULAR_DIR), or install tensorflow_datasets"
-        )
+    where = (
+        os.path.join(directory, key, "{train,val,test}.npy")
+        if directory
+        else f"{key}/{{train,val,test}}.npy under a directory (data_dir, or $FLOWJAX_TABULAR_DIR: "
+        "not set)"
+    )
+    places = [
+        f"{where} (splits preprocessed as in Papamakarios et al. 2017, e.g. exported from "
+        "their datasets package)",
+        tfds_note(key, "its default data directory"),
+    ]
+    require(
+        name,
+        places,
+        stand_in="scikit-learn breast_cancer, 30 features, NOT the thesis's data",
+        strict=True if not fallback else strict,
+    )
     data = load_sklearn("breast_cancer", seed)
     data.source = f"{name} not available offline; used {data.source}"
+    note_used(data.name, data.source, True)
     return data

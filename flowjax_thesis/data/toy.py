@@ -54,6 +54,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from flowjax_thesis.data.availability import note_used
+
 __all__ = [
     "TOY_DATASETS",
     "sample_2spirals",
@@ -322,6 +324,7 @@ def train_val_test(
         "test": _check_n(n_test, "n_test", 0),
     }
     keys = jax.random.split(key, 3)
+    note_used(name, f"generated toy data {name!r} (FFJORD's construction, jax.random)", False)
     return {
         split: sampler(k, size) if size > 0 else jnp.zeros((0, 2), dtype=_F32)
         for (split, size), k in zip(sizes.items(), keys, strict=True)

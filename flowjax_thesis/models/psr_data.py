@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from flowjax_thesis.data import images
+from flowjax_thesis.data.availability import note_used, require
 
 TFDS_NAMES = {
     "svhn": "svhn_cropped",
@@ -54,8 +55,12 @@ def load_images(
     try:
         splits = _load_tfds(name, max_examples)
     except Exception as err:  # noqa: BLE001 - any failure means: not available offline
+        why = f"{type(err).__name__}: {err}"
+        place = f"TFDS {TFDS_NAMES[name]!r}, prepared in its data directory ({why})"
+        require(name, [place], stand_in="scikit-learn digits, 8x8, NOT the thesis's data")
         data = images.load_digits(seed)
         note = f" (requested {name!r} via TFDS was not available: {type(err).__name__})"
+        note_used(data.name, data.source + note, True)
         return images.GreyImages(
             data.name, data.train, data.val, data.test, data.num_bins, data.source + note
         )
@@ -63,6 +68,7 @@ def load_images(
     n_val = max(1, round(0.05 * len(perm)))
     train = splits["train"][perm[n_val:]]
     val = splits["train"][perm[:n_val]]
+    note_used(name, f"{name} via tensorflow-datasets", False)
     return images.GreyImages(
         name, train, val, splits["test"], 256, f"{name} via tensorflow-datasets"
     )

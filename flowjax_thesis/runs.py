@@ -89,10 +89,17 @@ class Run:
     Attributes:
       dir: the run directory (created on construction and locked until :meth:`close`).
       quiet: if True, :meth:`print` writes nothing to stdout (the log file still gets it).
+      profile: the settings profile (``"smoke"``, ``"cpu"``, ``"full"``; empty outside the CLI).
+      allow_stand_in: whether offline stand-ins may replace missing real data at ``full``.
+      dry_run: plan instead of training: the first ``fit`` compiles and times its step and
+        stops the experiment (:mod:`flowjax_thesis.train.plan`).
     """
 
     dir: str
     quiet: bool = False
+    profile: str = ""
+    allow_stand_in: bool = False
+    dry_run: bool = False
     _log: Any = field(default=None, repr=False)
     _lock: Any = field(default=None, repr=False)
     _claimed: set = field(default_factory=set, repr=False)
@@ -119,6 +126,12 @@ class Run:
         os.makedirs(self.checkpoint_dir, exist_ok=True)
         self._log = open(os.path.join(self.dir, "log.txt"), "a")
         self.compact_metrics()
+
+    @property
+    def strict_data(self) -> bool:
+        """Missing real data is an error (no stand-ins): the ``full`` profile, unless
+        ``allow_stand_in`` (:func:`flowjax_thesis.data.availability.data_policy`)."""
+        return self.profile == "full" and not self.allow_stand_in
 
     @property
     def figures_dir(self) -> str:

@@ -24,6 +24,8 @@ training resumes from its newest readable checkpoint (a finished one restores wi
 records after the checkpoint's step are cut from ``metrics.jsonl``). It stops early on a
 validation metric, with :class:`DivergenceError` on a non-finite loss or state (the last good
 state is checkpointed) and with :class:`Interrupted` on Ctrl-C (after saving a checkpoint).
+In a dry run (``run.dry_run``) it compiles and times its step instead of training and stops the
+experiment with :class:`~flowjax_thesis.train.plan.PlanComplete` (see that module).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from tqdm.auto import tqdm
 from flowjax_thesis.flows import check_key
 from flowjax_thesis.train.batches import iid_batch, num_examples
 from flowjax_thesis.train.checkpoints import Checkpointer
+from flowjax_thesis.train.plan import PlanComplete, plan_training
 from flowjax_thesis.train.sharding import put_replicated, shard_batch, to_host
 from flowjax_thesis.train.transition import Transition
 
@@ -312,6 +315,27 @@ def fit(
                 finite = False
                 break
         return st, _stack(records), finite
+
+    if run is not None and getattr(run, "dry_run", False):  # plan instead of training
+        if ckpt is not None:
+            ckpt.close()
+        raise PlanComplete(
+            plan_training(
+                runner=runner,
+                mode=mode,
+                state=state,
+                data=data,
+                batches=batches,
+                host_key=host_key,
+                start=step,
+                steps=steps,
+                chunk_size=chunk_size,
+                batch_size=batch_size,
+                mesh=mesh,
+                tags=tags,
+                stack=_stack,
+            )
+        )
 
     stopped = "completed"
     start_step = step

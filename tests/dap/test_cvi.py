@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from flowjax_thesis.models.dap.estep import doc_e_step, doc_elbo, gaussian_cvi_step
-from flowjax_thesis.models.dap.mstep import solve_alpha_hat
+from flowjax_thesis.models.dap.mstep import pd_limit, rvi_strength, solve_alpha_hat
 from flowjax_thesis.models.dap.state import DapConfig
 
 
@@ -93,7 +93,30 @@ def test_e_step_converges_to_a_stationary_point_of_the_document_elbo(doc_problem
         assert float(jnp.max(jnp.abs(g2))) > 1e-3
 
 
-@pytest.mark.parametrize("form", ["mass", "derived"])
+def _pd_limit_by_bisection(diag):
+    """Largest c with diag(diag) + c (11^T - I) positive definite, by bisection on numpy's
+    eigenvalues (independent of the closed form in mstep.pd_limit)."""
+    off = np.ones((len(diag), len(diag))) - np.eye(len(diag))
+    lo, hi = 0.0, 1.0
+    while np.linalg.eigvalsh(np.diag(diag) + hi * off).min() > 0:
+        hi *= 2
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if np.linalg.eigvalsh(np.diag(diag) + mid * off).min() > 0 else (lo, mid)
+    return lo
+
+
+def test_pd_limit_matches_bisection():
+    rng = np.random.default_rng(0)
+    for diag in (np.full(15, 1 + 100 / 15), rng.uniform(1, 300, 6), np.array([301.0, 1.01, 50])):
+        np.testing.assert_allclose(
+            float(pd_limit(jnp.asarray(diag))), _pd_limit_by_bisection(diag), rtol=1e-4
+        )
+    # equal masses n = D/P: the limit is 1 + D/P, so rho D_t is indefinite for rho > 1/P + 1/D
+    np.testing.assert_allclose(float(pd_limit(jnp.full(15, 1 + 100 / 15))), 1 + 100 / 15, 1e-5)
+
+
+@pytest.mark.parametrize("form", ["thesis", "mass", "released"])
 def test_alpha_hat_system_solves_the_regularized_objective(form):
     """alpha_hat is the stationary point of the alpha terms minus the RVI penalty, where the
     penalty pairs personas p, q with weight c_pq (module docstring of mstep.py)."""
@@ -102,7 +125,7 @@ def test_alpha_hat_system_solves_the_regularized_objective(form):
     tau = rng.uniform(0, 5, size=(t, p))
     tau_m = rng.normal(size=(t, p, k))
     docs = tau.sum(1)
-    for rho in (0.0, 0.3):
+    for rho in (0.0, 0.05, 0.3):
         cfg = DapConfig(num_topics=k, num_personas=p, rho_reg=rho, alpha_hat_form=form)
         args = [np.asarray(x, np.float32) for x in (tau, tau**2, tau_m, docs)]
         out = np.asarray(solve_alpha_hat(cfg, *args, 0.0))  # (T, K, P)
@@ -111,35 +134,62 @@ def test_alpha_hat_system_solves_the_regularized_objective(form):
             a = out[step].T  # (P, K)
             if form == "mass":
                 c = rho * np.sqrt(np.outer(tau[step], tau[step]))
-            else:
+            elif form == "released":
                 c = np.full((p, p), rho * docs[step] / p)
+            else:  # the thesis's rho D_t, capped at half the positive-definite limit
+                limit = _pd_limit_by_bisection(1 + tau[step])
+                c = np.full((p, p), min(rho * docs[step], 0.5 * limit))
             np.fill_diagonal(c, 0.0)
             # gradient of -1/2|a - prev|^2 - 1/2 sum_d tau |m - a|^2 - 1/2 sum_{p!=q} c_pq a_p a_q
             grad = -(a - prev) + tau_m[step] - tau[step][:, None] * a - c @ a
-            np.testing.assert_allclose(grad, 0.0, atol=1e-4)
+            np.testing.assert_allclose(grad, 0.0, atol=2e-4)
             prev = a
+
+
+def test_thesis_rvi_has_the_thesis_strength_below_the_cap_and_stays_positive_definite():
+    """c_t = rho D_t exactly while that keeps the system positive definite (a few personas, a
+    small rho); at the thesis's rho = 0.2 with 15 personas rho D_t is indefinite and the cap keeps
+    every eigenvalue of B^-1/2 A B^-1/2 at least rvi_floor."""
+    n = np.full(3, 40.0)
+    c = float(rvi_strength(DapConfig(num_topics=2, num_personas=3, rho_reg=0.1), 1 + n, n.sum()))
+    np.testing.assert_allclose(c, 0.1 * 120, rtol=1e-6)  # 12 < 0.5 * 41
+    n = np.random.default_rng(1).uniform(0, 30, 15)
+    diag = 1 + n
+    off = np.ones((15, 15)) - np.eye(15)
+    assert np.linalg.eigvalsh(np.diag(diag) + 0.2 * n.sum() * off).min() < 0  # eq. 3.22 as is
+    for floor in (0.5, 0.2):
+        cfg = DapConfig(num_topics=2, num_personas=15, rho_reg=0.2, rvi_floor=floor)
+        c = float(rvi_strength(cfg, jnp.asarray(diag), n.sum()))
+        s = 1 / np.sqrt(diag)
+        eig = np.linalg.eigvalsh(s[:, None] * (np.diag(diag) + c * off) * s[None, :])
+        np.testing.assert_allclose(eig.min(), floor, rtol=1e-3)
 
 
 def test_mass_weighted_rvi_stays_well_posed_when_a_persona_is_starved():
     """A persona with almost no documents at a busy time step made the released code's system
-    indefinite (and full-batch RVI diverge); the mass-weighted system is positive definite."""
+    indefinite (and full-batch RVI diverge); the mass-weighted and the capped thesis systems are
+    positive definite."""
     p, k = 4, 3
     tau = np.array([[300.0, 250.0, 200.0, 0.01]], np.float32)
     tau_m = np.random.default_rng(0).normal(size=(1, p, k)).astype(np.float32)
     docs = tau.sum(1)
     rho = 0.5
-    derived = np.diag(1 + tau[0]) + rho * docs[0] / p * (np.ones((p, p)) - np.eye(p))
-    assert np.linalg.eigvalsh(derived).min() < 0  # the released code's form: indefinite
+    released = np.diag(1 + tau[0]) + rho * docs[0] / p * (np.ones((p, p)) - np.eye(p))
+    assert np.linalg.eigvalsh(released).min() < 0  # the released code's form: indefinite
     root = np.sqrt(tau[0])
     mass = np.diag(1 + tau[0]) + rho * (np.outer(root, root) - np.diag(tau[0]))
     assert np.linalg.eigvalsh(mass).min() >= 1.0 - 1e-6
-    cfg = DapConfig(num_topics=k, num_personas=p, rho_reg=rho)
-    out = np.asarray(solve_alpha_hat(cfg, tau, tau**2, tau_m, docs, 0.0))
-    assert np.all(np.isfinite(out)) and np.abs(out).max() < 10
+    for form in ("mass", "thesis"):
+        cfg = DapConfig(num_topics=k, num_personas=p, rho_reg=rho, alpha_hat_form=form)
+        out = np.asarray(solve_alpha_hat(cfg, tau, tau**2, tau_m, docs, 0.0))
+        assert np.all(np.isfinite(out)) and np.abs(out).max() < 10
 
 
 def test_rho_reg_out_of_range():
-    with pytest.raises(ValueError, match=r"rho_reg must lie in \[0, 0.5\]"):
-        DapConfig(num_topics=3, num_personas=2, rho_reg=0.6)
+    DapConfig(num_topics=3, num_personas=2, rho_reg=0.6)  # the thesis's advice, not a limit
+    with pytest.raises(ValueError, match=r"rho_reg: expected a finite number >= 0, got -0.1"):
+        DapConfig(num_topics=3, num_personas=2, rho_reg=-0.1)
+    with pytest.raises(ValueError, match=r"rvi_floor: expected a number in \(0, 1\], got 0"):
+        DapConfig(num_topics=3, num_personas=2, rvi_floor=0)
     with pytest.raises(ValueError, match="kappa"):
         DapConfig(num_topics=3, num_personas=2, kappa=0.4)

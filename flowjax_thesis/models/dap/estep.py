@@ -166,7 +166,8 @@ def e_step_config(cfg: DapConfig) -> DapConfig:
     return dataclasses.replace(
         cfg,
         rho_reg=0.0,
-        alpha_hat_form="derived",
+        alpha_hat_form="thesis",
+        rvi_floor=0.5,
         tau0=10.0,
         kappa=0.7,
         obs_noise=0.8,

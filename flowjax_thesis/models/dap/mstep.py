@@ -9,24 +9,36 @@ regularized linear system (eq. 3.22); then the Kalman filter and RTS smoother
 The alpha_hat system. Setting to zero the derivative of the alpha terms (3.18) minus the
 regularizer (3.20) gives, for each time step t and with Sigma^-1 cancelled,
 
-    (1 + sum_d tau_dp) alpha_hat_p + c sum_{q != p} alpha_hat_q
-        = alpha_hat_{t-1,p} + sum_d tau_dp m_d
+    (1 + n_p) alpha_hat_p + sum_{q != p} c_pq alpha_hat_q = alpha_hat_{t-1,p} + sum_d tau_dp m_d,
 
-(``alpha_hat_form="derived"``, with the exact expectation E_x ||m - alpha x||^2 =
-sum_p tau_p ||m - alpha_p||^2). Eq. 3.22 as printed has sum tau^2 on the left, (m_d - 1) on the
-right and c = rho_reg D_t (``alpha_hat_form="thesis"``). With c = rho_reg D_t the matrix is
-indefinite as soon as rho_reg > (1 + D_t/P) / D_t ≈ 1/P. The "derived" form uses
-c = rho_reg D_t / P as the released DAPPER code does; that is positive definite only while every
-persona holds enough of the documents at t (1 + n_p > c): a persona with few documents makes the
-system indefinite, the regularized objective unbounded, and full-batch RVI diverges (seen on
-NewsArticles at 0.2).
+n_p = sum_d tau_dp (the exact expectation E_x ||m - alpha x||^2 = sum_p tau_p ||m - alpha_p||^2),
+a linear system A alpha_hat = b per time step. Eq. 3.20 pairs every two personas with weight
+D_t rho / 2 in each order, so its derivative gives **c_pq = rho_reg D_t**: that is the thesis's
+strength, and ``alpha_hat_form="thesis"`` (the default) uses it.
 
-The default ``alpha_hat_form="mass"`` weights each pair by the personas' document masses
-n_p = sum_d tau_dp instead of their average D_t / P: c_pq = rho_reg sqrt(n_p n_q). The weights
-still add up to the thesis's rho_reg D_t scale in total (eq. 3.20's "applied evenly regardless of
-dataset size") and the matrix diag(1 + n) + rho_reg (sqrt(n) sqrt(n)^T - diag(n)) =
-I + (1 - rho_reg) diag(n) + rho_reg sqrt(n) sqrt(n)^T is positive definite for every
-rho_reg <= 1, so the regularized objective always has its unique maximum.
+Positive definiteness. The objective's curvature in alpha_hat is -A, so the stationary point is
+the maximum only while A is positive definite. With c = rho D_t it is not for the thesis's own
+settings: at equal persona masses n_p = D_t / P, A = (1 + D_t/P - c) I + c 1 1^T is indefinite as
+soon as rho > 1/P + 1/D_t (rho = 0.2 with P = 15 or 25 personas, section 3.8.1.5), and the
+"solution" is then a saddle point that pushes personas apart without bound (the thesis's remark
+that large rho makes "personas overfit to a single topic"). So the strength is kept at rho D_t
+but **capped** where A would stop being positive definite: with B = diag(1 + n) and
+C = 1 1^T - I, A(c) = B + c C is positive definite exactly for c < c_max = -1 / lambda_min(
+B^-1/2 C B^-1/2) (the set of such c is an interval, A being affine in c), and the solve uses
+
+    c_t = min(rho_reg D_t, (1 - rvi_floor) c_max),
+
+so the regularizer removes at most a share 1 - ``rvi_floor`` of the curvature in any direction
+(in B's metric the smallest eigenvalue of A is at least ``rvi_floor``). Below the cap this is
+eq. 3.22's strength exactly (:func:`rvi_strength`).
+
+Other forms, kept for comparison: ``"printed"`` is eq. 3.22 as printed (sum tau^2 on the
+diagonal, (m_d - 1) on the right; capped the same way); ``"released"`` is the released DAPPER
+code's c = rho_reg D_t / P (at equal masses P times weaker; not capped, so a persona with few
+documents makes it indefinite and full-batch RVI diverges, seen on NewsArticles at 0.2);
+``"mass"`` (this package's former default) weights each pair by the personas' masses,
+c_pq = rho_reg sqrt(n_p n_q), positive definite for rho_reg <= 1 but rho_reg D_t / P at equal
+masses, P times weaker than the thesis's.
 """
 
 from __future__ import annotations
@@ -39,6 +51,28 @@ from jax.scipy.special import gammaln
 
 from flowjax_thesis.models.dap.kalman import kalman_smoother
 from flowjax_thesis.models.dap.state import DapConfig, DapState, Stats, dirichlet_expectation
+
+
+def pd_limit(diag: jax.Array) -> jax.Array:
+    """The largest c for which diag(diag) + c (1 1^T - I) is positive definite (diag > 0).
+
+    c_max = -1 / lambda_min(S (1 1^T - I) S) with S = diag(diag)^-1/2 (module docstring); +inf
+    for a single persona.
+    """
+    diag = jnp.asarray(diag)
+    num_p = diag.shape[-1]
+    if num_p == 1:
+        return jnp.asarray(jnp.inf, diag.dtype)
+    s = 1.0 / jnp.sqrt(diag)
+    off = jnp.ones((num_p, num_p), diag.dtype) - jnp.eye(num_p, dtype=diag.dtype)
+    lam_min = jnp.linalg.eigvalsh(s[:, None] * off * s[None, :])[0]
+    return -1.0 / lam_min
+
+
+def rvi_strength(cfg: DapConfig, diag: jax.Array, docs_t: jax.Array) -> jax.Array:
+    """c_t = min(rho_reg D_t, (1 - rvi_floor) c_max) for the thesis forms (module docstring)."""
+    c = cfg.rho_reg * docs_t
+    return jnp.minimum(c, (1.0 - cfg.rvi_floor) * pd_limit(diag))
 
 
 def solve_alpha_hat(
@@ -60,16 +94,22 @@ def solve_alpha_hat(
 
     def step(prev, inp):
         n, n2, sm, d_t = inp
-        if cfg.alpha_hat_form == "mass":
-            root = jnp.sqrt(jnp.maximum(n, 0.0))
+        n = jnp.maximum(n, 0.0)
+        if cfg.alpha_hat_form == "thesis":
+            diag = 1.0 + n
+            a_mat = jnp.diag(diag) + rvi_strength(cfg, diag, d_t) * off
+            rhs = prev + sm
+        elif cfg.alpha_hat_form == "printed":
+            diag = 1.0 + jnp.maximum(n2, 0.0)
+            a_mat = jnp.diag(diag) + rvi_strength(cfg, diag, d_t) * off
+            rhs = prev + sm - n[:, None]
+        elif cfg.alpha_hat_form == "mass":
+            root = jnp.sqrt(n)
             a_mat = jnp.diag(1.0 + n) + cfg.rho_reg * jnp.outer(root, root) * off
             rhs = prev + sm
-        elif cfg.alpha_hat_form == "derived":
+        else:  # "released"
             a_mat = jnp.diag(1.0 + n) + cfg.rho_reg * d_t / num_p * off
             rhs = prev + sm
-        else:
-            a_mat = jnp.diag(1.0 + n2) + cfg.rho_reg * d_t * off
-            rhs = prev + sm - n[:, None]
         new = jnp.linalg.solve(a_mat, rhs)  # (P, K)
         return new, new
 

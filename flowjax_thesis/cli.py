@@ -14,6 +14,7 @@ beside the thesis's (or blog's) own numbers. Multi-host runs: set ``JAX_COORDINA
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import os
@@ -58,9 +59,16 @@ def fresh_dir(path: str, resume: bool) -> str:
     return f"{path}-{i}"
 
 
-def check_resume(out: str, name: str, profile: str, cfg: dict, force: bool) -> None:
+def config_record(name: str, profile: str, cfg) -> dict:
+    """What ``config.json`` holds: the experiment, the profile and every setting of ``cfg`` (a
+    settings dataclass; tuples become JSON lists)."""
+    return to_jsonable({"experiment": name, "profile": profile, **dataclasses.asdict(cfg)})
+
+
+def check_resume(out: str, name: str, profile: str, cfg, force: bool) -> None:
     """Refuses ``--resume`` into another experiment's directory or with a changed config (unless
-    ``force``; the earlier config and summary are then kept beside the new ones)."""
+    ``force``; the earlier config and summary are then kept beside the new ones). ``cfg`` is the
+    settings dataclass; it is compared with the saved JSON, so a tuple equals the saved list."""
     path = os.path.join(out, "config.json")
     if not os.path.exists(path):
         return
@@ -71,7 +79,7 @@ def check_resume(out: str, name: str, profile: str, cfg: dict, force: bool) -> N
             f"{out} holds a run of experiment {saved.get('experiment')!r}, not {name!r}; "
             "--resume it with that name or choose another --out"
         )
-    new = to_jsonable({"experiment": name, "profile": profile, **cfg})
+    new = config_record(name, profile, cfg)
     differ = sorted(k for k in set(saved) | set(new) if saved.get(k) != new.get(k))
     if not differ:
         return
@@ -109,7 +117,7 @@ def run_experiment(
     except RunDirectoryError as err:
         raise UserError(str(err)) from None
     try:
-        run.write_config({"experiment": name, "profile": profile, **cfg})
+        run.write_config(config_record(name, profile, cfg))
         run.print(f"== {name} (profile {profile}) -> {out}" + (" (resuming)" if resume else ""))
         start = time.time()
         summary = dict(exp.fn(cfg, run) or {})

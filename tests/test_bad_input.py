@@ -18,6 +18,7 @@ Cases that need a fix in a file this suite's author does not own are marked
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import io
 import os
@@ -1110,40 +1111,40 @@ SETTINGS = [
     case(
         "n_test-0-means-all",
         setting("density-estimation-2d", "n_test", "0"),
-        Ok(lambda c: c["n_test"] == 0),
+        Ok(lambda c: c.n_test == 0),
     ),
     case(
         "max_docs-0-means-all",
         setting("dapper-news", "max_docs", "0"),
-        Ok(lambda c: c["max_docs"] == 0),
+        Ok(lambda c: c.max_docs == 0),
     ),
     case(
         "lr-int-to-float",
         setting("density-matching", "lr", "1"),
-        Ok(lambda c: c["lr"] == 1.0 and isinstance(c["lr"], float)),
+        Ok(lambda c: c.lr == 1.0 and isinstance(c.lr, float)),
     ),
     case(
         "temperature-0-ok",
         setting("psr-student-teacher", "temperature", "0"),
-        Ok(lambda c: c["temperature"] == 0.0),
+        Ok(lambda c: c.temperature == 0.0),
     ),
     case(
-        "hidden-scalar-to-list",
+        "hidden-scalar-to-tuple",
         setting("density-matching", "hidden", "32"),
-        Ok(lambda c: list(c["hidden"]) == [32]),
+        Ok(lambda c: c.hidden == (32,)),
     ),
     case(
-        "seeds-list-ok",
+        "seeds-list-becomes-tuple",
         setting("vi-planar-ring", "seeds", "[0, 1]"),
-        Ok(lambda c: c["seeds"] == [0, 1]),
+        Ok(lambda c: c.seeds == (0, 1)),
     ),
 ]
 
 
 SETTINGS += [
     case("kappa-0.5", setting("dapper-news", "kappa", "0.5"), Raises(ValueError, "(0.5, 1]")),
-    case("kappa-1-ok", setting("dapper-news", "kappa", "1"), Ok(lambda c: c["kappa"] == 1.0)),
-    case("tau0-0-ok", setting("dapper-news", "tau0", "0"), Ok(lambda c: c["tau0"] == 0.0)),
+    case("kappa-1-ok", setting("dapper-news", "kappa", "1"), Ok(lambda c: c.kappa == 1.0)),
+    case("tau0-0-ok", setting("dapper-news", "tau0", "0"), Ok(lambda c: c.tau0 == 0.0)),
     case("tau0-neg", setting("dapper-news", "tau0", "-1"), Raises(ValueError, "'tau0' must be")),
     case(
         "rho-regs-above-half",
@@ -1167,7 +1168,7 @@ def test_every_profile_passes_its_own_setting_checks():
     """The rules must not reject the shipped profiles (so they are not too strict)."""
     for name in experiments.names():
         for cfg in experiments.get(name).profiles.values():
-            for key, value in cfg.items():
+            for key, value in dataclasses.asdict(cfg).items():
                 experiments.check_setting(key, value)  # raises on a rule that is too strict
 
 

@@ -438,9 +438,14 @@ def test_notebook_runs(monkeypatch, tmp_path):
 @pytest.mark.slow
 def test_graceful_degradation_at_half_compression():
     """50% compression of the digits: VAE within 10% bits/dim of the bijective flow; VAE < PPCA."""
-    from flowjax_thesis.experiments.compressive import BASE_CPU, train_and_evaluate
+    import dataclasses
 
-    cfg = BASE_CPU | dict(steps=2000, eval_samples=16)
+    from flowjax_thesis.experiments.compressive import (
+        COMPRESSIVE_ARCHITECTURES_CPU,
+        train_and_evaluate,
+    )
+
+    cfg = dataclasses.replace(COMPRESSIVE_ARCHITECTURES_CPU, steps=2000, eval_samples=16)
     data = load_images("digits")
     none = train_and_evaluate(data, "none", None, cfg)["test_bpd"]
     vae = train_and_evaluate(data, "vae", 32, cfg)["test_bpd"]

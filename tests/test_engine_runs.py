@@ -1,6 +1,7 @@
 """The engine inside a run: tags, resume, metrics without duplicates, modes, batch sources,
 evaluation hooks, checkpoint faults, Ctrl-C, run-directory locks and the CLI's resume checks."""
 
+import dataclasses
 import json
 import os
 import warnings
@@ -275,7 +276,7 @@ def test_resume_refuses_another_experiments_directory_and_changed_settings(tmp_p
     assert "holds a run of experiment 'density-matching'" in capsys.readouterr().err
     assert json.loads((d / "config.json").read_text()) == saved  # untouched
     exp_cfg = cli.experiments.get("density-matching").config("smoke")
-    (d / "config.json").write_text(json.dumps(saved | exp_cfg))
+    (d / "config.json").write_text(json.dumps(saved | dataclasses.asdict(exp_cfg)))
     args = ["run", "density-matching", "--out", str(d), "--resume", "--set", "steps=7"]
     assert cli.main(args) == 2
     assert "differs from the one saved" in capsys.readouterr().err

@@ -390,11 +390,14 @@ def test_dropout_student_log_prob_is_the_gaussian_predictive():
 
 @pytest.mark.slow
 def test_psr_student_beats_gp_and_dropout_on_two_moons():
-    from flowjax_thesis.experiments.psr_vectors import run_student_teacher_density
+    from flowjax_thesis.experiments.psr_vectors import (
+        PsrStudentTeacherSettings,
+        run_student_teacher_density,
+    )
 
-    cfg = dict(
+    cfg = PsrStudentTeacherSettings(
         n_train=20000, n_eval=1000, steps=3000, batch_size=256, lr=2e-3, flow_steps=6,
-        hidden=[64, 64], features=16, gp_n=500, matern_nu=1.5, dropout_rate=0.1,
+        hidden=(64, 64), features=16, gp_n=500, matern_nu=1.5, dropout_rate=0.1,
         bin_width=1.0, temperature=0.8, seed=0,
     )  # fmt: skip
     res = run_student_teacher_density("two_moons", cfg, jax.random.PRNGKey(0))

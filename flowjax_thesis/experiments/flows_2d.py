@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, replace
 from functools import partial
 
 import jax
@@ -32,22 +33,21 @@ from flowjax_thesis.train import fit_ml, fit_vi
 NORMALIZABLE = {"U1", "ring"}
 
 
-def vi_report(
-    flow: Flow, params, log_target, key, lim: float, cfg: dict, normalizable: bool
-) -> dict:
+def vi_report(flow: Flow, params, log_target, key, lim: float, cfg, normalizable: bool) -> dict:
     """ELBO, importance-sampled log Z and grid log Z of a VI fit (all in nats); the KL
-    ``log Z - ELBO`` for normalizable targets, and the log of q's mass on the plotted square."""
+    ``log Z - ELBO`` for normalizable targets, and the log of q's mass on the plotted square.
+    ``cfg`` is any experiment's settings with ``eval_samples`` and ``grid_n``."""
     k_elbo, k_is = jax.random.split(key)
     elbo_value = float(
-        jax.jit(lambda p: elbo(flow, p, k_elbo, log_target, cfg["eval_samples"]))(params)
+        jax.jit(lambda p: elbo(flow, p, k_elbo, log_target, cfg.eval_samples))(params)
     )
     log_z_is = float(
-        jax.jit(lambda p: importance_log_evidence(flow, p, k_is, log_target, cfg["eval_samples"]))(
+        jax.jit(lambda p: importance_log_evidence(flow, p, k_is, log_target, cfg.eval_samples))(
             params
         )
     )
-    log_z_grid = float(log_normalizer_grid(log_target, lim, cfg["grid_n"]))
-    flow_mass = float(log_normalizer_grid(partial(flow.log_prob, params), lim, cfg["grid_n"]))
+    log_z_grid = float(log_normalizer_grid(log_target, lim, cfg.grid_n))
+    flow_mass = float(log_normalizer_grid(partial(flow.log_prob, params), lim, cfg.grid_n))
     return {
         "elbo": elbo_value,
         "log_z_importance": log_z_is,
@@ -65,10 +65,10 @@ def _train_vi(flow, log_target, cfg, key, run, tags):
         flow,
         log_target,
         key=key,
-        steps=cfg["steps"],
-        num_samples=cfg["batch_size"],
-        optimizer=optax.adam(cfg["lr"]),
-        chunk_size=min(cfg["steps"], 1000),
+        steps=cfg.steps,
+        num_samples=cfg.batch_size,
+        optimizer=optax.adam(cfg.lr),
+        chunk_size=min(cfg.steps, 1000),
         run=run,
         tags=tags,
         progress=False,
@@ -76,15 +76,15 @@ def _train_vi(flow, log_target, cfg, key, run, tags):
     return params, result, time.time() - t0
 
 
-def _ring_models(cfg: dict) -> dict[str, tuple[Flow, int]]:
+def _ring_models(cfg: ViPlanarRingSettings) -> dict[str, tuple[Flow, int]]:
     """label -> (flow, depth); the blog's rule ("project") first: it is the reproduction."""
     models = {}
-    for rule in cfg["planar_rules"]:
-        for k in cfg["planar_layers"]:
+    for rule in cfg.planar_rules:
+        for k in cfg.planar_layers:
             models[f"planar_K{k}_{rule}"] = (planar_flow(2, k, constraint=rule), k)
-    if cfg["realnvp_layers"]:
-        depth = cfg["realnvp_layers"]
-        models[f"realnvp_K{depth}"] = (realnvp_flow(2, depth, cfg["realnvp_hidden"]), 1000 + depth)
+    if cfg.realnvp_layers:
+        depth = cfg.realnvp_layers
+        models[f"realnvp_K{depth}"] = (realnvp_flow(2, depth, cfg.realnvp_hidden), 1000 + depth)
     return models
 
 
@@ -98,14 +98,35 @@ def _spread(values: list[float]) -> dict:
     }
 
 
-RING_COMMON = dict(
-    batch_size=128,
-    lr=6e-4,
-    planar_layers=[1, 32],
-    planar_rules=["project", "reparameterize"],
+@dataclass(frozen=True)
+class ViPlanarRingSettings:
+    """Settings of ``vi-planar-ring``; the defaults are the smoke profile."""
+
+    batch_size: int = 128
+    lr: float = 6e-4
+    planar_layers: tuple[int, ...] = (1, 32)
+    planar_rules: tuple[str, ...] = ("project", "reparameterize")
+    realnvp_layers: int = 2
+    realnvp_hidden: tuple[int, ...] = (16,)
+    goal_nats: float = 0.1
+    steps: int = 300
+    eval_samples: int = 4096
+    grid_n: int = 200
+    seeds: tuple[int, ...] = (0,)
+
+
+VI_PLANAR_RING_SMOKE = ViPlanarRingSettings()
+VI_PLANAR_RING_CPU = replace(
+    VI_PLANAR_RING_SMOKE,
     realnvp_layers=8,
-    realnvp_hidden=[64, 64],
-    goal_nats=0.1,
+    realnvp_hidden=(64, 64),
+    steps=20000,
+    eval_samples=100_000,
+    grid_n=600,
+    seeds=(0, 1, 2),
+)
+VI_PLANAR_RING_FULL = replace(
+    VI_PLANAR_RING_CPU, eval_samples=1_000_000, grid_n=1000, seeds=(0, 1, 2, 3, 4)
 )
 
 
@@ -119,26 +140,18 @@ RING_COMMON = dict(
         "blog reports no ELBO values. Its code uses the raw u and projects it to u-hat only "
         "where w.u < -1 (planar_rules 'project'); 'reparameterize' is the paper's u-hat always",
     },
-    smoke=dict(
-        RING_COMMON,
-        steps=300,
-        realnvp_layers=2,
-        realnvp_hidden=[16],
-        eval_samples=4096,
-        grid_n=200,
-        seeds=[0],
-    ),
-    cpu=dict(RING_COMMON, steps=20000, eval_samples=100000, grid_n=600, seeds=[0, 1, 2]),
-    full=dict(RING_COMMON, steps=20000, eval_samples=1000000, grid_n=1000, seeds=[0, 1, 2, 3, 4]),
+    smoke=VI_PLANAR_RING_SMOKE,
+    cpu=VI_PLANAR_RING_CPU,
+    full=VI_PLANAR_RING_FULL,
 )
-def vi_planar_ring(cfg: dict, run) -> dict:
+def vi_planar_ring(cfg: ViPlanarRingSettings, run) -> dict:
     run.print("target: the blog's ring energy (analytic; no data set is used)")
     log_target = get_target("ring")
     lim = TARGET_LIMITS["ring"]
     models = _ring_models(cfg)
     runs: dict[str, dict] = {label: {} for label in models}
     fitted, curves = {}, {}
-    for seed in cfg["seeds"]:
+    for seed in cfg.seeds:
         for label, (flow, depth) in models.items():
             # the same init and draws for both rules at one depth and seed: a paired comparison
             k_fit, k_eval = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), depth))
@@ -147,7 +160,7 @@ def vi_planar_ring(cfg: dict, run) -> dict:
             report = vi_report(flow, params, log_target, k_eval, lim, cfg, normalizable=True)
             report["train_seconds_incl_compile"] = round(seconds, 2)
             runs[label][str(seed)] = report
-            if seed == cfg["seeds"][0]:
+            if seed == cfg.seeds[0]:
                 fitted[label] = (flow, params)
                 curves[label] = [(r["step"], -r["loss"]) for r in result.history if "loss" in r]
             run.print(
@@ -165,24 +178,24 @@ def vi_planar_ring(cfg: dict, run) -> dict:
         }
         for label, by_seed in runs.items()
     }
-    deepest = max(cfg["planar_layers"])
+    deepest = max(cfg.planar_layers)
     goal_label = f"planar_K{deepest}_project"
     goal = None
     if goal_label in aggregate:
         worst = aggregate[goal_label]["kl_q_p"]["max"]
         goal = {
-            "statement": f"{goal_label} within {cfg['goal_nats']} nats of log Z on every seed",
+            "statement": f"{goal_label} within {cfg.goal_nats} nats of log Z on every seed",
             "worst_kl": worst,
-            "met": bool(worst <= cfg["goal_nats"]),
+            "met": bool(worst <= cfg.goal_nats),
         }
         run.print(
             f"goal: {goal['statement']}: {'met' if goal['met'] else 'NOT met'} "
             f"(worst KL {worst:.4f})"
         )
-    _ring_figures(run, log_target, lim, fitted, curves, runs, log_z, cfg["seeds"])
+    _ring_figures(run, log_target, lim, fitted, curves, runs, log_z, cfg.seeds)
     return {
         "log_z_grid": log_z,
-        "seeds": list(cfg["seeds"]),
+        "seeds": list(cfg.seeds),
         "runs": runs,
         "aggregate": aggregate,
         "goal": goal,
@@ -229,6 +242,30 @@ def _ring_figures(run, log_target, lim, fitted, curves, runs, log_z, seeds):
     )
 
 
+@dataclass(frozen=True)
+class DensityMatchingSettings:
+    """Settings of ``density-matching``; the defaults are the smoke profile."""
+
+    targets: tuple[str, ...] = ("U1", "U2", "U3", "U4")
+    layers: int = 16
+    hidden: tuple[int, ...] = (64,)
+    steps: int = 200
+    batch_size: int = 256
+    lr: float = 1e-3
+    eval_samples: int = 4096
+    grid_n: int = 200
+    seed: int = 0
+
+
+DENSITY_MATCHING_SMOKE = DensityMatchingSettings()
+DENSITY_MATCHING_CPU = replace(
+    DENSITY_MATCHING_SMOKE, steps=10000, eval_samples=100_000, grid_n=500
+)
+DENSITY_MATCHING_FULL = replace(
+    DENSITY_MATCHING_CPU, steps=25000, eval_samples=1_000_000, grid_n=1000
+)
+
+
 @register(
     "density-matching",
     description="Thesis Figure 13 baseline: K=16 RealNVP matched to U1-U4 by reverse KL.",
@@ -236,47 +273,17 @@ def _ring_figures(run, log_target, lim, fitted, curves, runs, log_z, seeds):
         "figure_13": "qualitative: a K=16 RealNVP matches U1-U4 (GBNF with C=2, K=4 matches "
         "as well with half the parameters); 25k Adam iterations"
     },
-    smoke=dict(
-        targets=["U1", "U2", "U3", "U4"],
-        layers=16,
-        hidden=[64],
-        steps=200,
-        batch_size=256,
-        lr=1e-3,
-        eval_samples=4096,
-        grid_n=200,
-        seed=0,
-    ),
-    cpu=dict(
-        targets=["U1", "U2", "U3", "U4"],
-        layers=16,
-        hidden=[64],
-        steps=10000,
-        batch_size=256,
-        lr=1e-3,
-        eval_samples=100000,
-        grid_n=500,
-        seed=0,
-    ),
-    full=dict(
-        targets=["U1", "U2", "U3", "U4"],
-        layers=16,
-        hidden=[64],
-        steps=25000,
-        batch_size=256,
-        lr=1e-3,
-        eval_samples=1000000,
-        grid_n=1000,
-        seed=0,
-    ),
+    smoke=DENSITY_MATCHING_SMOKE,
+    cpu=DENSITY_MATCHING_CPU,
+    full=DENSITY_MATCHING_FULL,
 )
-def density_matching(cfg: dict, run) -> dict:
+def density_matching(cfg: DensityMatchingSettings, run) -> dict:
     run.print("targets: the analytic energies U1-U4 (Rezende & Mohamed 2015, Table 1); no data set")
-    key = jax.random.PRNGKey(cfg["seed"])
-    flow = realnvp_flow(2, cfg["layers"], cfg["hidden"])
+    key = jax.random.PRNGKey(cfg.seed)
+    flow = realnvp_flow(2, cfg.layers, cfg.hidden)
     summary, rows = {}, []
-    fig, axes = grid_figure(2, len(cfg["targets"]))
-    for j, name in enumerate(cfg["targets"]):
+    fig, axes = grid_figure(2, len(cfg.targets))
+    for j, name in enumerate(cfg.targets):
         log_target, lim = get_target(name), TARGET_LIMITS[name]
         k_fit, k_eval = jax.random.split(jax.random.fold_in(key, j))
         params, _, seconds = _train_vi(flow, log_target, cfg, k_fit, run, {"target": name})
@@ -302,7 +309,7 @@ def density_matching(cfg: dict, run) -> dict:
             axes[1, j],
             density_on_grid(partial(flow.log_prob, params), lim, 300),
             lim,
-            f"RealNVP K={cfg['layers']}",
+            f"RealNVP K={cfg.layers}",
         )
     run.save_figure(fig, "density_matching")
     summary["comparison"] = rows
@@ -313,6 +320,39 @@ def density_matching(cfg: dict, run) -> dict:
     return summary
 
 
+@dataclass(frozen=True)
+class DensityEstimation2dSettings:
+    """Settings of ``density-estimation-2d``; the defaults are the smoke profile."""
+
+    datasets: tuple[str, ...] = ("8gaussians", "pinwheel", "checkerboard", "2spirals")
+    depths: tuple[int, ...] = (1, 2)
+    hidden: tuple[int, ...] = (64,)
+    steps: int = 200
+    batch_size: int = 512
+    lr: float = 1e-3
+    n_train: int = 5000
+    n_val: int = 1000
+    n_test: int = 5000
+    grid_n: int = 150
+    seed: int = 0
+
+
+DENSITY_ESTIMATION_2D_SMOKE = DensityEstimation2dSettings()
+DENSITY_ESTIMATION_2D_CPU = replace(
+    DENSITY_ESTIMATION_2D_SMOKE,
+    datasets=("8gaussians", "pinwheel", "checkerboard", "2spirals", "moons", "circles", "rings"),
+    depths=(1, 2, 4, 8),
+    steps=10000,
+    n_train=50000,
+    n_val=5000,
+    n_test=20000,
+    grid_n=300,
+)
+DENSITY_ESTIMATION_2D_FULL = replace(
+    DENSITY_ESTIMATION_2D_CPU, steps=25000, n_train=100_000, n_val=10000, n_test=50000, grid_n=400
+)
+
+
 @register(
     "density-estimation-2d",
     description="Thesis Figure 14 RealNVP column: K in {1,2,4,8} couplings on the toy samplers.",
@@ -320,90 +360,38 @@ def density_matching(cfg: dict, run) -> dict:
         "figure_14": "qualitative: a 1-step RealNVP misses modes of 8 Gaussians; deeper ones "
         "improve; 25k Adam iterations"
     },
-    smoke=dict(
-        datasets=["8gaussians", "pinwheel", "checkerboard", "2spirals"],
-        depths=[1, 2],
-        hidden=[64],
-        steps=200,
-        batch_size=512,
-        lr=1e-3,
-        n_train=5000,
-        n_val=1000,
-        n_test=5000,
-        grid_n=150,
-        seed=0,
-    ),
-    cpu=dict(
-        datasets=[
-            "8gaussians",
-            "pinwheel",
-            "checkerboard",
-            "2spirals",
-            "moons",
-            "circles",
-            "rings",
-        ],
-        depths=[1, 2, 4, 8],
-        hidden=[64],
-        steps=10000,
-        batch_size=512,
-        lr=1e-3,
-        n_train=50000,
-        n_val=5000,
-        n_test=20000,
-        grid_n=300,
-        seed=0,
-    ),
-    full=dict(
-        datasets=[
-            "8gaussians",
-            "pinwheel",
-            "checkerboard",
-            "2spirals",
-            "moons",
-            "circles",
-            "rings",
-        ],
-        depths=[1, 2, 4, 8],
-        hidden=[64],
-        steps=25000,
-        batch_size=512,
-        lr=1e-3,
-        n_train=100000,
-        n_val=10000,
-        n_test=50000,
-        grid_n=400,
-        seed=0,
-    ),
+    smoke=DENSITY_ESTIMATION_2D_SMOKE,
+    cpu=DENSITY_ESTIMATION_2D_CPU,
+    full=DENSITY_ESTIMATION_2D_FULL,
 )
-def density_estimation_2d(cfg: dict, run) -> dict:
+def density_estimation_2d(cfg: DensityEstimation2dSettings, run) -> dict:
     run.print(
         "data: generated toy samplers (FFJORD toy_data definitions), "
-        f"{cfg['n_train']} train / {cfg['n_val']} val / {cfg['n_test']} test points each"
+        f"{cfg.n_train} train / {cfg.n_val} val / {cfg.n_test} test points each"
     )
-    key = jax.random.PRNGKey(cfg["seed"])
+    key = jax.random.PRNGKey(cfg.seed)
     lim = 4.0
     summary, rows = {}, []
-    fig, axes = grid_figure(len(cfg["datasets"]), len(cfg["depths"]) + 1)
-    for i, name in enumerate(cfg["datasets"]):
+    fig, axes = grid_figure(len(cfg.datasets), len(cfg.depths) + 1)
+    for i, name in enumerate(cfg.datasets):
         splits = train_val_test(
-            name, jax.random.fold_in(key, i), cfg["n_train"], cfg["n_val"], cfg["n_test"]
+            name, jax.random.fold_in(key, i), cfg.n_train, cfg.n_val, cfg.n_test
         )
         train, val, test = (np.asarray(splits[s]) for s in ("train", "val", "test"))
         show_samples(axes[i, 0], test, lim, f"{name} data")
         summary[name] = {}
-        for j, depth in enumerate(cfg["depths"], start=1):
-            flow = realnvp_flow(2, depth, cfg["hidden"])
+        for j, depth in enumerate(cfg.depths, start=1):
+            flow = realnvp_flow(2, depth, cfg.hidden)
             t0 = time.time()
             params, result = fit_ml(
                 flow,
                 train,
                 key=jax.random.fold_in(key, 1000 * i + depth),
-                steps=cfg["steps"],
-                batch_size=cfg["batch_size"],
-                optimizer=optax.adam(cfg["lr"]),
+                steps=cfg.steps,
+                batch_size=cfg.batch_size,
+                optimizer=optax.adam(cfg.lr),
                 val_data=val,
-                chunk_size=min(cfg["steps"], 500),
+                chunk_size=min(cfg.steps, 500),
                 run=run,
                 tags={"dataset": name, "K": depth},
                 progress=False,
@@ -418,7 +406,7 @@ def density_estimation_2d(cfg: dict, run) -> dict:
                 result.step, tags={"dataset": name, "K": depth}, split="test", test_nll=test_nll
             )
             run.print(f"{name} K={depth}: test NLL {test_nll:.4f}")
-            image = density_on_grid(partial(flow.log_prob, params), lim, cfg["grid_n"])
+            image = density_on_grid(partial(flow.log_prob, params), lim, cfg.grid_n)
             show_density(axes[i, j], image, lim, f"RealNVP K={depth}")
     run.save_figure(fig, "density_estimation_2d")
     summary["comparison"] = rows

@@ -10,7 +10,7 @@ temperatures (Figure 28).
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import jax
 import jax.numpy as jnp
@@ -57,12 +57,12 @@ def _image_model(cfg, hr_shape, scale):
     return image_psr_flow(
         hr_shape,
         scale=scale,
-        num_levels=cfg["num_levels"],
-        steps_per_scale=cfg["steps_per_scale"],
-        conv_width=cfg["conv_width"],
-        features=cfg["features"],
-        encoder_features=cfg["encoder_features"],
-        growth=cfg["growth"],
+        num_levels=cfg.num_levels,
+        steps_per_scale=cfg.steps_per_scale,
+        conv_width=cfg.conv_width,
+        features=cfg.features,
+        encoder_features=cfg.encoder_features,
+        growth=cfg.growth,
     )
 
 
@@ -80,10 +80,10 @@ def _evaluate_image_psr(flow, params, data, cfg, key, s):
     x = np.asarray(bin_centres(x_int, nb))
     sample = jax.jit(lambda p, k, x, t: flow.sample(p, k, context=x, temperature=t))
     log_prob = jax.jit(flow.log_prob)
-    ks = jax.random.split(key, 4 + cfg["diversity_samples"])
+    ks = jax.random.split(key, 4 + cfg.diversity_samples)
     lps = [
         _batched(lambda yy, xx, k=k: log_prob(params, dequantize(k, yy, nb), xx), y_int, x)
-        for k in jax.random.split(ks[0], cfg["dequant_draws"])
+        for k in jax.random.split(ks[0], cfg.dequant_draws)
     ]
     bpd = float(bits_per_dim(np.mean(lps), int(np.prod(flow.event_shape)), nb))
     use_ssim = have_ssim()
@@ -100,12 +100,12 @@ def _evaluate_image_psr(flow, params, data, cfg, key, s):
     }
     sweep = []
     samples_at = {}
-    for j, t in enumerate(cfg["temperatures"]):
+    for j, t in enumerate(cfg.temperatures):
         kt = jax.random.fold_in(ks[1], j)
         draws = np.stack(
             [
                 _batched(lambda xx, k=k, t=t: sample(params, k, xx, float(t)), x)
-                for k in jax.random.split(kt, cfg["diversity_samples"])
+                for k in jax.random.split(kt, cfg.diversity_samples)
             ]
         )
         samples_at[float(t)] = draws
@@ -113,12 +113,12 @@ def _evaluate_image_psr(flow, params, data, cfg, key, s):
         sc["diversity"] = pixel_diversity(draws)
         sc["temperature"] = float(t)
         sweep.append(sc)
-    for t in (0.0, cfg["temperature"]):
+    for t in (0.0, cfg.temperature):
         if t not in samples_at:
             draws = np.stack(
                 [
                     _batched(lambda xx, k=k, t=t: sample(params, k, xx, float(t)), x)
-                    for k in jax.random.split(ks[2], cfg["diversity_samples"])
+                    for k in jax.random.split(ks[2], cfg.diversity_samples)
                 ]
             )
             samples_at[t] = draws
@@ -168,18 +168,72 @@ def _train_image_psr(flow, data, cfg, key, run, s):
     params = jax.jit(flow.data_init)(
         params, dequantize(k_dq, y_tr[:n], nb), bin_centres(x_tr[:n], nb)
     )
-    opt = psr_optimizer(cfg["lr"], cfg["steps"], cfg["steps"] // 20, clip=50.0)
+    opt = psr_optimizer(cfg.lr, cfg.steps, cfg.steps // 20, clip=50.0)
     transition = gradient_transition(image_nll(flow, nb), opt)
     t0 = time.time()
     params = train_psr(
-        transition, params, (y_tr, x_tr), key=k_fit, steps=cfg["steps"],
-        batch_size=cfg["batch_size"], mode="step", run=run, tags={"model": "psr", "scale": s},
+        transition, params, (y_tr, x_tr), key=k_fit, steps=cfg.steps,
+        batch_size=cfg.batch_size, mode="step", run=run, tags={"model": "psr", "scale": s},
     ).state.params  # fmt: skip
     return params, time.time() - t0
 
 
-# settings every image profile shares
-_IMAGES_COMMON = dict(ridge=1e-5, seed=0)
+@dataclass(frozen=True)
+class PsrImagesSettings:
+    """Settings of ``psr-images``; the defaults are the smoke profile."""
+
+    ridge: float = 1e-5
+    seed: int = 0
+    dataset: str = "digits"
+    scales: tuple[int, ...] = (2,)
+    steps: int = 30
+    batch_size: int = 64
+    lr: float = 2e-3
+    num_levels: int = 1
+    steps_per_scale: int = 1
+    conv_width: int = 16
+    features: int = 8
+    encoder_features: int = 16
+    growth: int = 8
+    temperatures: tuple[float, ...] = (0.0, 0.8)
+    temperature: float = 0.8
+    diversity_samples: int = 2
+    dequant_draws: int = 1
+    max_test: int = 100
+    joint_steps: int = 0
+
+
+PSR_IMAGES_SMOKE = PsrImagesSettings()
+PSR_IMAGES_CPU = replace(
+    PSR_IMAGES_SMOKE,
+    scales=(2, 4),
+    steps=3000,
+    num_levels=2,
+    steps_per_scale=2,
+    conv_width=32,
+    features=16,
+    encoder_features=32,
+    growth=16,
+    temperatures=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
+    diversity_samples=8,
+    dequant_draws=4,
+    max_test=400,
+    joint_steps=3000,
+)
+PSR_IMAGES_FULL = replace(
+    PSR_IMAGES_CPU,
+    dataset="mnist",
+    scales=(4,),
+    steps=100_000,
+    lr=1e-3,
+    steps_per_scale=4,
+    conv_width=96,
+    features=32,
+    encoder_features=64,
+    growth=32,
+    max_test=10000,
+    joint_steps=100_000,
+)
 
 
 @register(
@@ -187,72 +241,15 @@ _IMAGES_COMMON = dict(ridge=1e-5, seed=0)
     description="Chapter 6 Table 13-shaped image PSR: conditional multi-scale PSR flow vs nearest "
     "and bicubic upsampling (PSNR/SSIM), bits/dim, diversity, temperature sweep, joint PSR.",
     paper={"table": "Table 13 (ImageNet64, PSNR / SSIM / LPIPS)", **THESIS_TABLE13},
-    smoke=_IMAGES_COMMON
-    | dict(
-        dataset="digits",
-        scales=[2],
-        steps=30,
-        batch_size=64,
-        lr=2e-3,
-        num_levels=1,
-        steps_per_scale=1,
-        conv_width=16,
-        features=8,
-        encoder_features=16,
-        growth=8,
-        temperatures=[0.0, 0.8],
-        temperature=0.8,
-        diversity_samples=2,
-        dequant_draws=1,
-        max_test=100,
-        joint_steps=0,
-    ),
-    cpu=_IMAGES_COMMON
-    | dict(
-        dataset="digits",
-        scales=[2, 4],
-        steps=3000,
-        batch_size=64,
-        lr=2e-3,
-        num_levels=2,
-        steps_per_scale=2,
-        conv_width=32,
-        features=16,
-        encoder_features=32,
-        growth=16,
-        temperatures=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
-        temperature=0.8,
-        diversity_samples=8,
-        dequant_draws=4,
-        max_test=400,
-        joint_steps=3000,
-    ),
-    full=_IMAGES_COMMON
-    | dict(
-        dataset="mnist",
-        scales=[4],
-        steps=100000,
-        batch_size=64,
-        lr=1e-3,
-        num_levels=2,
-        steps_per_scale=4,
-        conv_width=96,
-        features=32,
-        encoder_features=64,
-        growth=32,
-        temperatures=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
-        temperature=0.8,
-        diversity_samples=8,
-        dequant_draws=4,
-        max_test=10000,
-        joint_steps=100000,
-    ),
+    smoke=PSR_IMAGES_SMOKE,
+    cpu=PSR_IMAGES_CPU,
+    full=PSR_IMAGES_FULL,
 )
-def psr_images(cfg: dict, run) -> dict:
+def psr_images(cfg: PsrImagesSettings, run) -> dict:
     from flowjax_thesis.models.psr_data import load_images
 
-    data = load_images(cfg["dataset"], cfg["seed"])
-    data = replace(data, test=data.test[: cfg["max_test"]])
+    data = load_images(cfg.dataset, cfg.seed)
+    data = replace(data, test=data.test[: cfg.max_test])
     hr_shape = tuple(data.train.shape[1:])
     run.print(
         f"data: {data.source}; HR {hr_shape}, {len(data.train)} train / {len(data.test)} test "
@@ -260,9 +257,9 @@ def psr_images(cfg: dict, run) -> dict:
     )
     if not have_ssim():
         run.print("scikit-image is not installed: SSIM is not reported (pip install scikit-image)")
-    key = jax.random.PRNGKey(cfg["seed"])
+    key = jax.random.PRNGKey(cfg.seed)
     rows, per_scale = [], {}
-    for i, s in enumerate(cfg["scales"]):
+    for i, s in enumerate(cfg.scales):
         if hr_shape[0] % s or hr_shape[0] // s < 1:
             raise ValueError(f"scale {s} does not divide the image size {hr_shape[:2]}")
         flow = _image_model(cfg, hr_shape, s)
@@ -294,7 +291,7 @@ def psr_images(cfg: dict, run) -> dict:
             )
         )
         _image_figures(flow, params, ev, cfg, run, s)
-    if cfg["joint_steps"] > 0:
+    if cfg.joint_steps > 0:
         joint = _joint_psr(cfg, data, hr_shape, jax.random.fold_in(key, 99), run)
     else:
         joint = None
@@ -304,7 +301,7 @@ def psr_images(cfg: dict, run) -> dict:
     for sc_name, res in per_scale.items():
         sc = res["scores"]
         t0 = sc["PSR Flow tau=0"]
-        tt = sc[f"PSR Flow tau={cfg['temperature']:g}"]
+        tt = sc[f"PSR Flow tau={cfg.temperature:g}"]
         checks[sc_name] = {
             "psnr_tau0_beats_nearest_and_bicubic": bool(
                 t0["psnr"] > max(sc["Nearest"]["psnr"], sc["Bicubic"]["psnr"])
@@ -333,11 +330,11 @@ def _image_figures(flow, params, ev, cfg, run, s):
 
     n = min(8, len(ev["truth"]))
     x = ev["x"][:n]
-    tau = cfg["temperature"]
+    tau = cfg.temperature
     rows = [upsample_nearest(x, s), ev["truth"][:n], np.clip(upsample_bicubic(x, s), 0, 1)]
     labels = ["LR (nearest)", "HR truth", "bicubic", "PSR tau=0"]
     rows.append(ev["samples"][0.0][0][:n])
-    for d in range(min(3, cfg["diversity_samples"])):
+    for d in range(min(3, cfg.diversity_samples)):
         rows.append(ev["samples"][tau][d][:n])
         labels.append(f"PSR tau={tau:g} #{d + 1}")
     run.save_figure(_image_grid(rows, labels, title=f"{s}x PSR samples"), f"samples_{s}x")
@@ -361,7 +358,7 @@ def _image_figures(flow, params, ev, cfg, run, s):
 
     # latent interpolation between two tails through the origin (Figures 27, 32-33)
     ts = np.linspace(-1.25, 1.25, 9)
-    k = jax.random.PRNGKey(cfg["seed"] + 7)
+    k = jax.random.PRNGKey(cfg.seed + 7)
     direction = jax.random.normal(k, (min(4, n),) + flow.event_shape)
     xs = jnp.asarray(x[: len(direction)])
     flat = jnp.concatenate([direction * t for t in ts])  # (T * n, ...), t slowest
@@ -380,10 +377,10 @@ def _image_figures(flow, params, ev, cfg, run, s):
 
 def _joint_psr(cfg, data, hr_shape, key, run) -> dict:
     """Jointly trained PSR flow (eq. 6.7 + ridge) at the first scale; Figure 28-style grid."""
-    s = cfg["scales"][0]
+    s = cfg.scales[0]
     nb = data.num_bins
     cond = _image_model(cfg, hr_shape, s)
-    joint = JointPSR(cond, nb, ridge=cfg["ridge"], prior_steps=cfg["steps_per_scale"])
+    joint = JointPSR(cond, nb, ridge=cfg.ridge, prior_steps=cfg.steps_per_scale)
     k_init, k_fit, k_dq, k_eval = jax.random.split(key, 4)
     y_tr, x_tr = data.train, data.train[:, ::s, ::s, :]
     params = jax.jit(joint.init)(k_init)
@@ -392,12 +389,12 @@ def _joint_psr(cfg, data, hr_shape, key, run) -> dict:
     params = jax.jit(joint.data_init)(
         params, dequantize(k1, y_tr[:n], nb), dequantize(k2, x_tr[:n], nb)
     )
-    steps = cfg["joint_steps"]
-    opt = psr_optimizer(cfg["lr"], steps, steps // 20, clip=50.0)
+    steps = cfg.joint_steps
+    opt = psr_optimizer(cfg.lr, steps, steps // 20, clip=50.0)
     t0 = time.time()
     params = train_psr(
         gradient_transition(joint.loss, opt), params, (y_tr, x_tr), key=k_fit, steps=steps,
-        batch_size=cfg["batch_size"], mode="step", run=run,
+        batch_size=cfg.batch_size, mode="step", run=run,
         tags={"model": "joint-psr", "scale": s},
     ).state.params  # fmt: skip
     seconds = time.time() - t0
@@ -423,7 +420,7 @@ def _joint_psr(cfg, data, hr_shape, key, run) -> dict:
     )
     # Figure 28: prior temperature along columns, conditional temperature along rows
     temps = [0.0, 0.25, 0.5, 0.75, 1.0]
-    ke, kz = jax.random.split(jax.random.PRNGKey(cfg["seed"] + 28))
+    ke, kz = jax.random.split(jax.random.PRNGKey(cfg.seed + 28))
     eps = jax.random.normal(ke, joint.prior_base_shape)
     z = jax.random.normal(kz, hr_shape)
     e = jnp.stack([eps * tp for _ in temps for tp in temps])  # rows: conditional temperature
@@ -437,7 +434,7 @@ def _joint_psr(cfg, data, hr_shape, key, run) -> dict:
         "Joint PSR samples (eq. 6.6): prior temperature across, conditional down",
     )
     run.save_figure(fig, "joint_psr_temperatures")
-    k_s = jax.random.PRNGKey(cfg["seed"] + 29)
+    k_s = jax.random.PRNGKey(cfg.seed + 29)
     xs, ys = jax.jit(lambda p, k: joint.sample(p, k, 8, 0.8, 0.8))(params, k_s)
     fig = _image_grid(
         [upsample_nearest(np.asarray(xs), s), np.asarray(ys)],

@@ -11,7 +11,7 @@ the correlation of student and teacher conditional log-likelihoods (Figure 25).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import jax
 import numpy as np
@@ -92,31 +92,31 @@ class Students:
     dropout_step: Transition
 
     @classmethod
-    def build(cls, cfg: dict) -> Students:
+    def build(cls, cfg: PsrStudentTeacherSettings) -> Students:
         flow = vector_psr_flow(
-            2, 1, num_layers=cfg["flow_steps"], hidden=tuple(cfg["hidden"]),
-            features=cfg["features"],
+            2, 1, num_layers=cfg.flow_steps, hidden=tuple(cfg.hidden),
+            features=cfg.features,
         )  # fmt: skip
         psr = gradient_transition(
             max_likelihood_loss(flow),
-            psr_optimizer(cfg["lr"], cfg["steps"], cfg["steps"] // 20, clip=10.0),
+            psr_optimizer(cfg.lr, cfg.steps, cfg.steps // 20, clip=10.0),
         )
-        dropout = DropoutStudent(2, tuple(cfg["hidden"]), cfg["dropout_rate"])
-        dropout_step = gradient_transition(dropout.loss, psr_optimizer(cfg["lr"], cfg["steps"]))
+        dropout = DropoutStudent(2, tuple(cfg.hidden), cfg.dropout_rate)
+        dropout_step = gradient_transition(dropout.loss, psr_optimizer(cfg.lr, cfg.steps))
         return cls(flow, psr, dropout, dropout_step)
 
 
 def run_student_teacher_density(
-    name: str, cfg: dict, key, run=None, students: Students | None = None
+    name: str, cfg: PsrStudentTeacherSettings, key, run=None, students: Students | None = None
 ) -> dict:
     """Trains the three students on one teacher and returns metrics, samples and log-liks."""
     students = students or Students.build(cfg)
     teacher = get_teacher(name)
-    bw = cfg["bin_width"]
+    bw = cfg.bin_width
     k_data, k_eval, k_psr, k_drop, k_s = jax.random.split(key, 5)
-    y_train = np.asarray(teacher.sample(k_data, cfg["n_train"]), np.float32)
+    y_train = np.asarray(teacher.sample(k_data, cfg.n_train), np.float32)
     x_train = np.asarray(quantize(y_train[:, :1], bw), np.float32)
-    y_test = np.asarray(teacher.sample(k_eval, cfg["n_eval"]), np.float32)
+    y_test = np.asarray(teacher.sample(k_eval, cfg.n_eval), np.float32)
     x_test = np.asarray(quantize(y_test[:, :1], bw), np.float32)
     out: dict = {"y_test": y_test, "x_test": x_test, "samples": {}, "times": {}}
 
@@ -126,18 +126,18 @@ def run_student_teacher_density(
     params = jax.jit(flow.init)(k_psr)
     params = jax.jit(flow.data_init)(params, y_train[:1024], x_train[:1024])
     params = train_psr(
-        students.psr, params, (y_train, x_train), key=k_psr, steps=cfg["steps"],
-        batch_size=cfg["batch_size"], run=run, tags={"model": "psr", "density": name},
+        students.psr, params, (y_train, x_train), key=k_psr, steps=cfg.steps,
+        batch_size=cfg.batch_size, run=run, tags={"model": "psr", "density": name},
     ).state.params  # fmt: skip
     out["times"]["psr"] = time.time() - t0
     sample = jax.jit(lambda p, k, x, t: flow.sample(p, k, context=x, temperature=t))
     log_prob = jax.jit(flow.log_prob)
     ks = jax.random.split(k_s, 4)
     psr0 = np.asarray(sample(params, ks[0], x_test, 0.0))
-    psr8 = np.asarray(sample(params, ks[1], x_test, cfg["temperature"]))
+    psr8 = np.asarray(sample(params, ks[1], x_test, cfg.temperature))
     psr1 = np.asarray(sample(params, ks[2], x_test, 1.0))
     out["samples"]["PSR NF tau=0"] = psr0
-    out["samples"][f"PSR NF tau={cfg['temperature']}"] = psr8
+    out["samples"][f"PSR NF tau={cfg.temperature}"] = psr8
     out["psr_test_nll"] = float(-np.mean(log_prob(params, y_test, x_test)))
 
     # likelihood correlation (Figure 25): teacher samples, and student samples at tau = 1
@@ -154,9 +154,9 @@ def run_student_teacher_density(
 
     # -- GP ---------------------------------------------------------------------------------
     t0 = time.time()
-    rng = np.random.default_rng(cfg["seed"])
-    idx = rng.choice(len(y_train), size=min(cfg["gp_n"], len(y_train)), replace=False)
-    gp = GPStudent(nu=cfg["matern_nu"], seed=cfg["seed"]).fit(x_train[idx], y_train[idx])
+    rng = np.random.default_rng(cfg.seed)
+    idx = rng.choice(len(y_train), size=min(cfg.gp_n, len(y_train)), replace=False)
+    gp = GPStudent(nu=cfg.matern_nu, seed=cfg.seed).fit(x_train[idx], y_train[idx])
     gp_mean = gp.predict(x_test)
     out["samples"]["GP"] = gp.sample(rng, x_test)
     out["times"]["gp"] = time.time() - t0
@@ -166,7 +166,7 @@ def run_student_teacher_density(
     drop = students.dropout
     dparams = train_psr(
         students.dropout_step, drop.init(k_drop, 1), (y_train, x_train), key=k_drop,
-        steps=cfg["steps"], batch_size=cfg["batch_size"], run=run,
+        steps=cfg.steps, batch_size=cfg.batch_size, run=run,
         tags={"model": "dropout", "density": name},
     ).state.params  # fmt: skip
     kd1, kd2 = jax.random.split(k_drop)
@@ -179,7 +179,7 @@ def run_student_teacher_density(
         "Dropout": drop_mean,
         "GP": gp_mean,
         "PSR NF tau=0": psr0,
-        f"PSR NF tau={cfg['temperature']}": psr8,
+        f"PSR NF tau={cfg.temperature}": psr8,
     }
     metrics = {}
     for model_name, pred in points.items():
@@ -195,7 +195,7 @@ def run_student_teacher_density(
     return out
 
 
-def _student_teacher_figures(results: dict, cfg: dict, run) -> None:
+def _student_teacher_figures(results: dict, cfg: PsrStudentTeacherSettings, run) -> None:
     import matplotlib.pyplot as plt
 
     names = list(results)
@@ -242,8 +242,52 @@ def _student_teacher_figures(results: dict, cfg: dict, run) -> None:
     run.save_figure(fig, "fig25_likelihood_correlation")
 
 
-# settings every Table-11 profile shares
-_TABLE11_COMMON = dict(matern_nu=1.5, dropout_rate=0.1, bin_width=1.0, temperature=0.8, seed=0)
+@dataclass(frozen=True)
+class PsrStudentTeacherSettings:
+    """Settings of ``psr-student-teacher``; the defaults are the smoke profile."""
+
+    matern_nu: float = 1.5
+    dropout_rate: float = 0.1
+    bin_width: float = 1.0
+    temperature: float = 0.8
+    seed: int = 0
+    densities: tuple[str, ...] = ("two_moons",)
+    n_train: int = 2000
+    n_eval: int = 300
+    steps: int = 150
+    batch_size: int = 128
+    lr: float = 2e-3
+    flow_steps: int = 2
+    hidden: tuple[int, ...] = (32, 32)
+    features: int = 8
+    gp_n: int = 150
+
+
+PSR_STUDENT_TEACHER_SMOKE = PsrStudentTeacherSettings()
+PSR_STUDENT_TEACHER_CPU = replace(
+    PSR_STUDENT_TEACHER_SMOKE,
+    densities=("circle_cluster", "two_moons", "four_circles", "abs"),
+    n_train=50000,
+    n_eval=2000,
+    steps=6000,
+    batch_size=256,
+    flow_steps=8,
+    hidden=(64, 64),
+    features=16,
+    gp_n=1000,
+)
+PSR_STUDENT_TEACHER_FULL = replace(
+    PSR_STUDENT_TEACHER_CPU,
+    n_train=128_000,
+    n_eval=5000,
+    steps=40000,
+    batch_size=512,
+    lr=1e-3,
+    flow_steps=16,
+    hidden=(128, 128),
+    features=32,
+    gp_n=3000,
+)
 
 
 @register(
@@ -261,59 +305,23 @@ _TABLE11_COMMON = dict(matern_nu=1.5, dropout_rate=0.1, bin_width=1.0, temperatu
         "surjections; x there is a rounding of min-max-normalised y; here teachers are exact "
         "closed forms and x is y1 quantized to bins of width bin_width",
     },
-    smoke=_TABLE11_COMMON
-    | dict(
-        densities=["two_moons"],
-        n_train=2000,
-        n_eval=300,
-        steps=150,
-        batch_size=128,
-        lr=2e-3,
-        flow_steps=2,
-        hidden=[32, 32],
-        features=8,
-        gp_n=150,
-    ),
-    cpu=_TABLE11_COMMON
-    | dict(
-        densities=DENSITIES,
-        n_train=50000,
-        n_eval=2000,
-        steps=6000,
-        batch_size=256,
-        lr=2e-3,
-        flow_steps=8,
-        hidden=[64, 64],
-        features=16,
-        gp_n=1000,
-    ),
-    full=_TABLE11_COMMON
-    | dict(
-        densities=DENSITIES,
-        n_train=128000,
-        n_eval=5000,
-        steps=40000,
-        batch_size=512,
-        lr=1e-3,
-        flow_steps=16,
-        hidden=[128, 128],
-        features=32,
-        gp_n=3000,
-    ),
+    smoke=PSR_STUDENT_TEACHER_SMOKE,
+    cpu=PSR_STUDENT_TEACHER_CPU,
+    full=PSR_STUDENT_TEACHER_FULL,
 )
-def psr_student_teacher(cfg: dict, run) -> dict:
+def psr_student_teacher(cfg: PsrStudentTeacherSettings, run) -> dict:
     run.print(
         "data: exact 2-D teacher densities (flowjax_thesis.models.teachers), sampled with "
-        f"seed {cfg['seed']}; x = y1 quantized to bins of width {cfg['bin_width']}"
+        f"seed {cfg.seed}; x = y1 quantized to bins of width {cfg.bin_width}"
     )
-    key = jax.random.PRNGKey(cfg["seed"])
+    key = jax.random.PRNGKey(cfg.seed)
     results, rows = {}, []
     students = Students.build(cfg)
-    for i, name in enumerate(cfg["densities"]):
+    for i, name in enumerate(cfg.densities):
         res = run_student_teacher_density(name, cfg, jax.random.fold_in(key, i), run, students)
         results[name] = res
         for model_name, m in res["metrics"].items():
-            paper = THESIS_TABLE11.get(model_name.replace(f"={cfg['temperature']}", "=0.8"), {})
+            paper = THESIS_TABLE11.get(model_name.replace(f"={cfg.temperature}", "=0.8"), {})
             ref = paper.get(name, (None, None))
             rows.append(
                 {
@@ -335,7 +343,7 @@ def psr_student_teacher(cfg: dict, run) -> dict:
             f"test NLL student {res['psr_test_nll']:.3f} vs teacher {res['teacher_cond_nll']:.3f}"
         )
     _student_teacher_figures(results, cfg, run)
-    tau = f"PSR NF tau={cfg['temperature']}"
+    tau = f"PSR NF tau={cfg.temperature}"
     check = {}
     for name, res in results.items():
         if not get_teacher(name).multimodal:
@@ -363,5 +371,5 @@ def psr_student_teacher(cfg: dict, run) -> dict:
         },
         "seconds": {n: r["times"] for n, r in results.items()},
     }
-    run.print(f"PSR at tau={cfg['temperature']} has lower EMD than GP and dropout: {check}")
+    run.print(f"PSR at tau={cfg.temperature} has lower EMD than GP and dropout: {check}")
     return summary

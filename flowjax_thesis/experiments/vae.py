@@ -18,6 +18,7 @@ stages add ``component`` and ``phase``) on a data mesh over the available device
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, replace
 
 import jax
 import matplotlib.pyplot as plt
@@ -87,32 +88,75 @@ TABLE8 = {
     },
 }
 
-_COMMON = dict(
-    data="digits",
-    data_dir="",
-    latent=64,
+
+@dataclass(frozen=True)
+class VaeFlowsSettings:
+    """Settings of ``vae-flows``; the defaults are the smoke profile."""
+
+    data: str = "digits"
+    data_dir: str = ""
+    latent: int = 8
+    hidden_units: int = 32
+    planar_layers: int = 2
+    sylvester_m: int = 4
+    iaf_layers: int = 1
+    realnvp_layers: int = 1
+    gbnf_components: int = 2
+    batch_size: int = 64
+    lr: float = 1e-3
+    beta0: float = 0.0
+    eval_every: int = 20
+    plateau_patience: int = 5
+    regularization: float = 1.0
+    shock_max: float = 0.5
+    shock_compare: bool = False
+    is_samples: int = 20
+    sample_chunk: int = 10
+    data_chunk: int = 100
+    posteriors: tuple[str, ...] = ()
+    seeds: tuple[int, ...] = (0,)
+    steps: int = 60
+    anneal_steps: int = 20
+    gbnf_steps_per_component: int = 40
+    finetune_steps: int = 20
+
+
+VAE_FLOWS_SMOKE = VaeFlowsSettings()
+VAE_FLOWS_CPU = replace(
+    VAE_FLOWS_SMOKE,
+    latent=32,
     hidden_units=256,
     planar_layers=16,
-    sylvester_m=32,
+    sylvester_m=16,
     iaf_layers=8,
     realnvp_layers=8,
     gbnf_components=4,
-    batch_size=64,
-    lr=1e-3,
-    beta0=0.0,
     eval_every=100,
-    plateau_patience=5,
-    regularization=1.0,
-    shock_max=0.5,
     shock_compare=True,
-    is_samples=2000,
+    is_samples=1000,
     sample_chunk=100,
     data_chunk=50,
+    posteriors=("gaussian", "planar", "radial", "sylvester_orthogonal", "iaf", "realnvp"),
+    seeds=(0, 1, 2),
+    steps=1500,
+    anneal_steps=500,
+    gbnf_steps_per_component=1500,
+    finetune_steps=150,
 )
-
-
-def _profile(**kw):
-    return {**_COMMON, **kw}
+VAE_FLOWS_FULL = replace(
+    VAE_FLOWS_CPU,
+    data="mnist",
+    latent=64,
+    hidden_units=512,
+    sylvester_m=32,
+    eval_every=782,
+    plateau_patience=250,
+    is_samples=2000,
+    steps=782_000,  # 1000 epochs of 50,000 images at batch 64
+    anneal_steps=195_500,
+    gbnf_steps_per_component=782_000,
+    finetune_steps=39_100,  # 50 epochs
+)
 
 
 @register(
@@ -127,70 +171,16 @@ def _profile(**kw):
         "plateau; GBNF: C=4 RealNVP components with that schedule each, +50 epochs/component "
         "for GBNF+; planar/radial/Sylvester K=16 (M=32), IAF and RealNVP K=8, h=256 or 512",
     },
-    smoke=_profile(
-        latent=8,
-        hidden_units=32,
-        planar_layers=2,
-        iaf_layers=1,
-        realnvp_layers=1,
-        gbnf_components=2,
-        posteriors=[],
-        seeds=[0],
-        steps=60,
-        anneal_steps=20,
-        gbnf_steps_per_component=40,
-        finetune_steps=20,
-        sylvester_m=4,
-        eval_every=20,
-        shock_compare=False,
-        is_samples=20,
-        sample_chunk=10,
-        data_chunk=100,
-    ),
-    cpu=_profile(
-        latent=32,
-        sylvester_m=16,
-        posteriors=[
-            "gaussian",
-            "planar",
-            "radial",
-            "sylvester_orthogonal",
-            "iaf",
-            "realnvp",
-        ],
-        seeds=[0, 1, 2],
-        steps=1500,
-        anneal_steps=500,
-        gbnf_steps_per_component=1500,
-        finetune_steps=150,
-        is_samples=1000,
-    ),
-    full=_profile(
-        data="mnist",
-        hidden_units=512,
-        posteriors=[
-            "gaussian",
-            "planar",
-            "radial",
-            "sylvester_orthogonal",
-            "iaf",
-            "realnvp",
-        ],
-        seeds=[0, 1, 2],
-        steps=782_000,  # 1000 epochs of 50,000 images at batch 64
-        anneal_steps=195_500,
-        gbnf_steps_per_component=782_000,
-        finetune_steps=39_100,  # 50 epochs
-        eval_every=782,
-        plateau_patience=250,
-    ),
+    smoke=VAE_FLOWS_SMOKE,
+    cpu=VAE_FLOWS_CPU,
+    full=VAE_FLOWS_FULL,
 )
-def vae_flows(cfg: dict, run) -> dict:
-    data = load_binary_images(cfg["data"], cfg["data_dir"] or None)
+def vae_flows(cfg: VaeFlowsSettings, run) -> dict:
+    data = load_binary_images(cfg.data, cfg.data_dir or None)
     run.print(f"data: {data.source}")
     run.print(
         f"images {data.image_shape}, likelihood {data.likelihood}, train/val/test "
-        f"{len(data.train)}/{len(data.val)}/{len(data.test)}, latent d={cfg['latent']}"
+        f"{len(data.train)}/{len(data.val)}/{len(data.test)}, latent d={cfg.latent}"
     )
     grey = data.likelihood != "bernoulli"
     unit = "bits/dim" if grey else "nats"
@@ -200,26 +190,26 @@ def vae_flows(cfg: dict, run) -> dict:
 
     def model_for(name):
         k = {
-            "iaf": cfg["iaf_layers"],
-            "realnvp": cfg["realnvp_layers"],
-            "gbnf": cfg["realnvp_layers"],
+            "iaf": cfg.iaf_layers,
+            "realnvp": cfg.realnvp_layers,
+            "gbnf": cfg.realnvp_layers,
         }
         post = make_posterior(
             name,
-            num_layers=k.get(name, cfg["planar_layers"]),
-            hidden_units=cfg["hidden_units"],
-            num_components=cfg["gbnf_components"],
-            num_ortho=min(cfg["sylvester_m"], cfg["latent"]),
+            num_layers=k.get(name, cfg.planar_layers),
+            hidden_units=cfg.hidden_units,
+            num_components=cfg.gbnf_components,
+            num_ortho=min(cfg.sylvester_m, cfg.latent),
         )
-        return VAE(data.image_shape, post, latent=cfg["latent"], likelihood=data.likelihood)
+        return VAE(data.image_shape, post, latent=cfg.latent, likelihood=data.likelihood)
 
     common = dict(
-        batch_size=cfg["batch_size"],
-        lr=cfg["lr"],
-        anneal_steps=cfg["anneal_steps"],
-        beta0=cfg["beta0"],
-        eval_every=cfg["eval_every"],
-        plateau_patience=cfg["plateau_patience"],
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        anneal_steps=cfg.anneal_steps,
+        beta0=cfg.beta0,
+        eval_every=cfg.eval_every,
+        plateau_patience=cfg.plateau_patience,
         dynamic=data.dynamic_binarization,
         run=run,
         mesh=data_mesh(),
@@ -230,16 +220,16 @@ def vae_flows(cfg: dict, run) -> dict:
             params,
             data.test,
             jax.random.PRNGKey(10_000 + seed),
-            num_samples=cfg["is_samples"],
-            sample_chunk=cfg["sample_chunk"],
-            data_chunk=cfg["data_chunk"],
+            num_samples=cfg.is_samples,
+            sample_chunk=cfg.sample_chunk,
+            data_chunk=cfg.data_chunk,
         )
         return {k: convert(v) for k, v in res.items()}
 
     results: dict[str, list[dict]] = {}
     fitted = {}
-    for seed in cfg["seeds"]:
-        for name in cfg["posteriors"]:
+    for seed in cfg.seeds:
+        for name in cfg.posteriors:
             model = model_for(name)
             t0 = time.time()
             trained = train_vae(
@@ -247,7 +237,7 @@ def vae_flows(cfg: dict, run) -> dict:
                 data.train,
                 data.val,
                 key=jax.random.PRNGKey(seed),
-                steps=cfg["steps"],
+                steps=cfg.steps,
                 tags={"model": name, "seed": seed},
                 **common,
             )
@@ -263,10 +253,10 @@ def vae_flows(cfg: dict, run) -> dict:
             data.train,
             data.val,
             key=jax.random.PRNGKey(seed),
-            steps_per_component=cfg["gbnf_steps_per_component"],
-            shock_max=cfg["shock_max"],
-            regularization=cfg["regularization"],
-            finetune_steps=cfg["finetune_steps"],
+            steps_per_component=cfg.gbnf_steps_per_component,
+            shock_max=cfg.shock_max,
+            regularization=cfg.regularization,
+            finetune_steps=cfg.finetune_steps,
             tags={"model": "gbnf", "seed": seed},
             **common,
         )
@@ -281,16 +271,16 @@ def vae_flows(cfg: dict, run) -> dict:
             )
         jumps = {"with_remedy": shock_jumps(info)}
         histories = {"with remedy": info}
-        if cfg["shock_compare"] and seed == cfg["seeds"][0]:
+        if cfg.shock_compare and seed == cfg.seeds[0]:
             _, info0 = train_gbnf_vae(
                 model,
                 data.train,
                 data.val,
                 key=jax.random.PRNGKey(seed),
-                steps_per_component=cfg["gbnf_steps_per_component"],
+                steps_per_component=cfg.gbnf_steps_per_component,
                 shock_max=0.0,
-                regularization=cfg["regularization"],
-                finetune_steps=cfg["finetune_steps"],
+                regularization=cfg.regularization,
+                finetune_steps=cfg.finetune_steps,
                 tags={"model": "gbnf-no-remedy", "seed": seed},
                 **common,
             )
@@ -298,7 +288,7 @@ def vae_flows(cfg: dict, run) -> dict:
             histories["without remedy"] = info0
         results.setdefault("_shock", []).append(jumps)
         run.print(f"decoder shock jumps (val -ELBO, nats) seed {seed}: {jumps}")
-        if seed == cfg["seeds"][0]:
+        if seed == cfg.seeds[0]:
             _shock_figure(run, histories, data.name)
 
     _recon_figure(run, fitted, data)

@@ -16,6 +16,8 @@ scales its time by the experiment's step counts where it can (:func:`estimate_ho
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -207,3 +209,106 @@ def plan_training(
         memory=memory,
         flops_per_step=flops,
     )
+
+
+# --- a whole experiment's plan, as the CLI prints it ---------------------------------------------
+# tuple-valued settings that repeat the training (one training per value): a rough count of the
+# trainings of an experiment, used to scale the first training's time
+SWEEP_SETTINGS = (
+    "seeds",
+    "models",
+    "families",
+    "datasets",
+    "targets",
+    "densities",
+    "depths",
+    "components",
+    "latent_sizes",
+    "methods",
+    "posteriors",
+    "planar_layers",
+    "planar_rules",
+    "num_topics",
+    "batch_sizes",
+    "rho_regs",
+    "scales",
+)
+# settings worth showing in a plan (sizes and schedules)
+_SHOWN = re.compile(
+    r"(^|_)(steps?|epochs?|batch_sizes?|layers|hidden\w*|latent\w*|components?|depths|width"
+    r"|levels|num_\w+|seeds|posteriors|families|models|datasets|targets|methods|scales|features"
+    r"|time_budget|samples)$"
+)
+
+
+def sweep_size(cfg: Any) -> int:
+    """The product of the lengths of the :data:`SWEEP_SETTINGS` that ``cfg`` has as tuples."""
+    size = 1
+    for name in SWEEP_SETTINGS:
+        value = getattr(cfg, name, None)
+        if isinstance(value, (tuple, list)) and value:
+            size *= len(value)
+    return size
+
+
+def shown_settings(cfg: Any) -> dict:
+    """The sizes and schedules of a settings dataclass (what a plan prints)."""
+    fields = dataclasses.fields(cfg) if dataclasses.is_dataclass(cfg) else ()
+    return {f.name: getattr(cfg, f.name) for f in fields if _SHOWN.search(f.name)}
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "n/a"
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.1f} s"
+
+
+def format_plan(record: dict) -> str:
+    """The text ``--dry-run`` prints for one experiment (``record`` from the CLI's dry run)."""
+    lines = [f"== plan: {record['experiment']} (profile {record['profile']})"]
+    data = record.get("data")
+    if record.get("missing"):
+        lines.append(f"data:     MISSING -- {record['missing']}")
+    elif data:
+        kind = "STAND-IN (not the source's data)" if data["stand_in"] else "found"
+        lines.append(f"data:     {kind}: {data['name']} -- {data['source']}")
+    else:
+        lines.append("data:     none loaded before the first training (generated or analytic)")
+    devices = record.get("devices") or []
+    lines.append(f"devices:  {len(devices)}: {', '.join(devices)}")
+    settings = ", ".join(f"{k}={v}" for k, v in (record.get("settings") or {}).items())
+    lines.append(f"settings: {settings}")
+    plan = record.get("training")
+    if plan:
+        tags = ",".join(f"{k}={v}" for k, v in plan["tags"].items()) or "main"
+        mesh = plan["mesh"] or "none (one device, no data parallelism)"
+        batch = "full data / VI samples" if plan["batch_size"] is None else plan["batch_size"]
+        lines += [
+            f"first training [{tags}]: {plan['params']:,} parameters ({plan['params_from']}); "
+            f"{plan['steps']:,} steps, batch {batch}, mode {plan['mode']} "
+            f"(chunks of {plan['chunk_size']}); mesh {mesh}",
+            f"  compile {plan['compile_seconds']:.1f} s; {plan['seconds_per_step']:.4g} s/step "
+            f"(timed {plan['timed_steps']} steps on {devices[0] if devices else 'this device'})"
+            f" -> {_duration(plan['estimate_seconds'])} for this training (no evaluations)",
+            f"  one step: peak device memory {_bytes(plan['peak_bytes'])}"
+            + (f", {plan['flops_per_step'] / 1e9:.3g} GFLOP" if plan.get("flops_per_step") else ""),
+            f"whole experiment (rough): {record['trainings']} trainings like the first "
+            f"(product of its sweep settings) -> {record['estimate_hours']:.2f} device-hours "
+            "on this device",
+        ]
+    elif record.get("outcome"):
+        lines.append(f"training: {record['outcome']}")
+    status = "ready" if record["ready"] else "CANNOT RUN"
+    lines.append(f"status:   {status} (dry run took {record['wall_seconds']:.0f} s)")
+    return "\n".join(lines)

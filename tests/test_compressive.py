@@ -1,10 +1,8 @@
 """Compressive flows (chapter 5): PPCA closed forms against independent references, the linear
-VAE reaching the PPCA optimum, VAE steps as bounds, mixed flows, image models, bad input, the
-notebook, and (slow) the graceful-degradation check."""
+VAE reaching the PPCA optimum, VAE steps as bounds, mixed flows, image models, bad input, and
+(slow) the graceful-degradation check. (The notebook runs in tests/test_e2e.py.)"""
 
 import math
-import os
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -36,8 +34,6 @@ from flowjax_thesis.models.compressive.images import (
     ppca_flow_transition,
 )
 from flowjax_thesis.train import fit
-
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
 @pytest.fixture(scope="module")
@@ -416,23 +412,8 @@ def test_variational_dequantisation_and_intermixed_model_train():
 
 
 # ------------------------------------------------------------------------------------------
-# Notebook and the slow degradation check
+# The slow degradation check (the notebook runs once, in tests/test_e2e.py)
 # ------------------------------------------------------------------------------------------
-
-
-def test_notebook_runs(monkeypatch, tmp_path):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    monkeypatch.setenv("NOTEBOOK_STEPS", "30")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    nb = nbformat.read(NOTEBOOKS / "04_compressive_flows.ipynb", as_version=4)
-    client = nbclient.NotebookClient(
-        nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-    )
-    client.execute()
-    outputs = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
-    assert "sklearn PCA score" in outputs and "bits/dim" in outputs
-    assert os.environ["NOTEBOOK_STEPS"] == "30"
 
 
 @pytest.mark.slow

@@ -55,27 +55,36 @@ UNCONDITIONAL = (
 )
 
 
-def _couplings(kind: str, num_layers: int, hidden, activation: str, **extra) -> tuple[Layer, ...]:
+def _couplings(
+    kind: str, num_layers: int, hidden, activation: str, permute_seed=None, **extra
+) -> tuple[Layer, ...]:
     """``num_layers`` couplings alternating parity: pairs stacked in a ``Repeat`` (scanned),
-    one more coupling for an odd count."""
+    one more coupling for an odd count; with ``permute_seed`` each pair ends with a fixed random
+    permutation (seeded), so that coordinates mix across the two halves."""
     make = lambda parity: make_layer(
         kind, parity=parity, hidden=hidden, activation=activation, **extra
     )
     layers: list[Layer] = []
     if num_layers >= 2:
-        layers.append(Repeat(Chain((make(0), make(1))), num_layers // 2))
+        pair = (make(0), make(1))
+        if permute_seed is not None:
+            pair += (make_layer("random_permutation", seed=permute_seed),)
+        layers.append(Repeat(Chain(pair), num_layers // 2))
     if num_layers % 2:
         layers.append(make(0))
     return tuple(layers)
 
 
-def _layers(name, dim, num_layers, hidden, activation, num_bins) -> tuple[Layer, ...]:
+def _layers(name, dim, num_layers, hidden, activation, num_bins, permute) -> tuple[Layer, ...]:
     if name in ("realnvp", "realnvp_actnorm", "spline"):
         if dim < 2:
             raise ValueError(f"coupling flows need dim >= 2, got dim={dim}")
+        seed = dim if permute else None
         if name == "spline":
-            return _couplings("spline_coupling", num_layers, hidden, activation, num_bins=num_bins)
-        layers = _couplings("affine_coupling", num_layers, hidden, activation)
+            return _couplings(
+                "spline_coupling", num_layers, hidden, activation, seed, num_bins=num_bins
+            )
+        layers = _couplings("affine_coupling", num_layers, hidden, activation, seed)
         return ((make_layer("actnorm"),) + layers) if name == "realnvp_actnorm" else layers
     if name == "glow":
         if dim < 2:
@@ -113,12 +122,14 @@ def make_flow(
     num_bins: int = 8,
     affine: bool = False,
     init_log_scale: float = 0.0,
+    permute: bool = False,
     layer_context=None,
 ) -> Flow:
     """A ``num_layers``-step flow of family ``name`` on vectors of size ``dim`` (see the module
-    docstring; ``num_layers`` is ignored by ``mean_field``/``full_rank``). ``layer_context``
-    goes to ``Flow`` (what conditional layers receive; ``lambda c: None`` keeps them
-    unconditional when only the base uses the context)."""
+    docstring; ``num_layers`` is ignored by ``mean_field``/``full_rank``). ``permute`` adds a
+    fixed random permutation (seed ``dim``) after every pair of couplings (``realnvp*``,
+    ``spline``). ``layer_context`` goes to ``Flow`` (what conditional layers receive;
+    ``lambda c: None`` keeps them unconditional when only the base uses the context)."""
     if name not in FLOW_FAMILIES:
         raise ValueError(f"unknown flow family {name!r}; choose one of {', '.join(FLOW_FAMILIES)}")
     if isinstance(dim, bool) or int(dim) != dim or dim < 1:
@@ -136,7 +147,7 @@ def make_flow(
             + (f" (for one layer write ({hidden},))" if isinstance(hidden, int) else "")
         )
     hidden = tuple(hidden)
-    layers = _layers(name, int(dim), int(num_layers), hidden, activation, num_bins)
+    layers = _layers(name, int(dim), int(num_layers), hidden, activation, num_bins, permute)
     if affine and name not in ("mean_field", "full_rank"):
         layers = (ElementwiseAffine(init_log_scale),) + layers
     elif init_log_scale and name in ("mean_field", "full_rank"):

@@ -237,10 +237,6 @@ def test_beta_bernoulli_posterior_mean(family):
 
 @pytest.mark.slow
 def test_gbnf_family_finds_the_conjugate_posterior_mean():
-    from flowjax_thesis.bayes.families import gbnf_available
-
-    if not gbnf_available():
-        pytest.skip("flowjax_thesis.models.gbnf (issue 3) is not in this tree")
     model = conjugate_gaussian(dim=3)
     fitted = fit_family(
         model,
@@ -262,11 +258,7 @@ def test_gbnf_family_finds_the_conjugate_posterior_mean():
 def test_unknown_family_and_gbnf_message():
     with pytest.raises(KeyError, match="unknown family"):
         make_family("nope", 3)
-    from flowjax_thesis.bayes.families import gbnf_available
-
-    with pytest.raises(
-        NotImplementedError, match="issue 3" if not gbnf_available() else "fit_family"
-    ):
+    with pytest.raises(NotImplementedError, match="fit_family"):
         make_family("gbnf", 3)
 
 

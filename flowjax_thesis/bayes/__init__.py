@@ -13,7 +13,7 @@ NumPyro's own autoguides are assessed the same way in :mod:`~flowjax_thesis.baye
 ArviZ and NumPyro are the optional ``bayes`` extra and are imported only when used.
 """
 
-from flowjax_thesis.bayes.families import FAMILIES, gbnf_available, make_family
+from flowjax_thesis.bayes.families import FAMILIES, make_family
 from flowjax_thesis.bayes.models import (
     MODELS,
     BayesModel,
@@ -50,7 +50,6 @@ __all__ = [
     "beta_bernoulli",
     "FAMILIES",
     "make_family",
-    "gbnf_available",
     "iw_elbo",
     "iw_elbo_loss",
     "OBJECTIVES",

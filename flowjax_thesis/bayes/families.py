@@ -9,8 +9,7 @@
   every two couplings).
 - ``iaf``: ``layers`` inverse autoregressive layers (MADE), reversed orders in between.
 - ``spline``: ``layers`` rational-quadratic spline couplings (neural spline flow).
-- ``gbnf``: gradient boosted flows (a mixture of ``realnvp`` components), when
-  :mod:`flowjax_thesis.models.gbnf` is available; built and trained by
+- ``gbnf``: gradient boosted flows (a mixture of ``realnvp`` components), built and trained by
   :func:`flowjax_thesis.bayes.fit_family`, not by :func:`make_family`.
 
 Every flow family has an elementwise affine layer nearest the data, so it starts exactly where
@@ -20,21 +19,10 @@ non-Gaussian part in standardised coordinates.
 
 from __future__ import annotations
 
-import importlib.util
-
-from flowjax_thesis.bijectors import Chain, Repeat, make_layer
-from flowjax_thesis.bijectors.affine import ElementwiseAffine, TriangularAffine
+from flowjax_thesis.families import make_flow
 from flowjax_thesis.flows import Flow
 
 FAMILIES = ("mean_field", "full_rank", "planar", "radial", "realnvp", "iaf", "spline")
-
-
-def gbnf_available() -> bool:
-    """Whether the gradient-boosted-flow module (issue 3) exists in this tree."""
-    try:
-        return importlib.util.find_spec("flowjax_thesis.models.gbnf") is not None
-    except ModuleNotFoundError:
-        return False
 
 
 def make_family(
@@ -46,38 +34,25 @@ def make_family(
     init_log_scale: float = 0.0,
     num_bins: int = 8,
 ) -> Flow:
-    """The variational family ``name`` on ``R^dim`` (see the module docstring)."""
-    if dim < 1:
-        raise ValueError(f"dim must be >= 1, got {dim}")
-    hidden = tuple(int(h) for h in hidden)
-    affine = ElementwiseAffine(init_log_scale)
-    if name == "mean_field":
-        return Flow((affine,), (dim,))
-    if name == "full_rank":
-        return Flow((TriangularAffine(init_log_scale),), (dim,))
-    if name in ("planar", "radial"):
-        return Flow((affine, Repeat(make_layer(name), layers)), (dim,))
-    if name in ("realnvp", "spline"):
-        if dim < 2:
-            raise ValueError(f"coupling flows need dim >= 2, got {dim}")
-        kind = "affine_coupling" if name == "realnvp" else "spline_coupling"
-        extra = {} if name == "realnvp" else {"num_bins": num_bins}
-        pair = Chain(
-            (
-                make_layer(kind, parity=0, hidden=hidden, **extra),
-                make_layer(kind, parity=1, hidden=hidden, **extra),
-                make_layer("random_permutation", seed=dim),
-            )
-        )
-        return Flow((affine, Repeat(pair, max(layers // 2, 1))), (dim,))
-    if name == "iaf":
-        step = Chain((make_layer("iaf", hidden=hidden), make_layer("reverse")))
-        return Flow((affine, Repeat(step, layers)), (dim,))
+    """The variational family ``name`` on ``R^dim`` (see the module docstring):
+    :func:`flowjax_thesis.families.make_flow` with an elementwise affine layer nearest the data
+    and, for the coupling families, a fixed random permutation after every pair of couplings."""
     if name == "gbnf":
         raise NotImplementedError(
-            "the gbnf family needs flowjax_thesis.models.gbnf (issue 3), which is not in this tree"
-            if not gbnf_available()
-            else "a GBNF is a mixture of flows, not one Flow: fit it with "
+            "a GBNF is a mixture of flows, not one Flow: fit it with "
             "flowjax_thesis.bayes.fit_family(model, 'gbnf', ...)"
         )
-    raise KeyError(f"unknown family {name!r}; available: {', '.join(FAMILIES)}")
+    if name not in FAMILIES:
+        raise KeyError(f"unknown family {name!r}; available: {', '.join(FAMILIES)}")
+    if isinstance(dim, bool) or int(dim) != dim or dim < 1:
+        raise ValueError(f"dim must be >= 1, got {dim}")
+    return make_flow(
+        name,
+        int(dim),
+        layers,
+        tuple(int(h) for h in hidden),
+        affine=True,
+        init_log_scale=init_log_scale,
+        num_bins=num_bins,
+        permute=True,
+    )

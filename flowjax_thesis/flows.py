@@ -336,13 +336,6 @@ class Flow:
             return None
         return context if self.layer_context is None else self.layer_context(context)
 
-    def _sample_context(self, context, n):
-        """Deprecated (GBNF migration): the context broadcast to ``(n,)`` draws."""
-        context, batch = self.check_context(context)
-        if context is None:
-            return None
-        return self._broadcast(context, (n,) if not batch else batch)
-
 
 def _tempered(dist: distrax.Distribution, temperature) -> distrax.Distribution:
     """``dist`` scaled about its mean by ``temperature`` (nothing to do at a static 1)."""

@@ -149,19 +149,11 @@ def _time_torch_loop(
     return first, sw, final, warm_losses
 
 
-def torch_blog(
-    steps: int,
-    K: int = 32,
-    batch: int = 128,
-    lr: float = 6e-4,
-    seed: int = 0,
-    warmup: int = 10,
-) -> dict[str, Any]:
-    """The blog's PyTorch planar flow (nn.Module per layer, Python loop over layers)."""
-    check_steps(steps, warmup)
+def _blog_training(K: int, batch: int, lr: float, seed: int) -> tuple[Any, Any, Any, Any]:
+    """The blog's model, loss and one training step (its own code): ``(torch, model, bound,
+    train_step)``."""
     torch = setup_torch(seed)
     VariationalLoss, _, PlanarFlow = _blog_classes()
-
     model = PlanarFlow(DIM, K=K)
     bound = VariationalLoss(ring_energy_torch)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
@@ -179,6 +171,20 @@ def torch_blog(
         optimiser.step()
         return loss
 
+    return torch, model, bound, train_step
+
+
+def torch_blog(
+    steps: int,
+    K: int = 32,
+    batch: int = 128,
+    lr: float = 6e-4,
+    seed: int = 0,
+    warmup: int = 10,
+) -> dict[str, Any]:
+    """The blog's PyTorch planar flow (nn.Module per layer, Python loop over layers)."""
+    check_steps(steps, warmup)
+    _, _, _, train_step = _blog_training(K, batch, lr, seed)
     first, seconds, final, warm = _time_torch_loop(train_step, steps, warmup)
     return result(
         "torch_blog",
@@ -205,20 +211,8 @@ def torch_blog_full_run(
     on ``eval_draws`` base draws with the blog's own loss (``-loss``; its ``1e-4`` inside the
     log-determinant changes the value by less than ``K * 1e-4`` nats)."""
     check_steps(steps, 0)
-    torch = setup_torch(seed)
-    VariationalLoss, _, PlanarFlow = _blog_classes()
-    model = PlanarFlow(DIM, K=K)
-    bound = VariationalLoss(ring_energy_torch)
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-    with Stopwatch() as sw:
-        for _ in range(steps):
-            z0 = torch.zeros(size=(batch, 2)).normal_(mean=0, std=1)
-            zk, log_jacobians = model(z0)
-            loss = bound(z0, zk, log_jacobians)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-        final = float(loss.item())
+    torch, model, bound, train_step = _blog_training(K, batch, lr, seed)
+    _, sw, final, _ = _time_torch_loop(train_step, steps, 0)
     with torch.no_grad():
         z0 = torch.zeros(size=(eval_draws, 2)).normal_(mean=0, std=1)
         zk, log_jacobians = model(z0)

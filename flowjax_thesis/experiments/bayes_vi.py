@@ -265,7 +265,7 @@ def bayes_vi(cfg: BayesViSettings, run) -> dict:
         num_samples=cfg.nuts_samples,
         num_chains=cfg.nuts_chains,
     )
-    family_kwargs = dict(layers=cfg.layers, hidden=tuple(cfg.hidden))
+    family_kwargs = dict(layers=cfg.layers, hidden=cfg.hidden)
     rows, summary = [], {}
     for m_index, spec in enumerate(_model_names(cfg)):
         model = _build_model(spec, cfg)

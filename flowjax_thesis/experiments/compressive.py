@@ -56,7 +56,7 @@ def train_and_evaluate(
         steps_per_level=steps_per_level,
         levels=cfg.levels,
         width=cfg.width,
-        vae_hidden=tuple(cfg.vae_hidden),
+        vae_hidden=cfg.vae_hidden,
         conv_vae_width=cfg.conv_vae_width,
     )
     model = ImageModel(flow, data.num_bins, cfg.dequantization)

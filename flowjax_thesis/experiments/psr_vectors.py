@@ -94,14 +94,14 @@ class Students:
     @classmethod
     def build(cls, cfg: PsrStudentTeacherSettings) -> Students:
         flow = vector_psr_flow(
-            2, 1, num_layers=cfg.flow_steps, hidden=tuple(cfg.hidden),
+            2, 1, num_layers=cfg.flow_steps, hidden=cfg.hidden,
             features=cfg.features,
         )  # fmt: skip
         psr = gradient_transition(
             max_likelihood_loss(flow),
             psr_optimizer(cfg.lr, cfg.steps, cfg.steps // 20, clip=10.0),
         )
-        dropout = DropoutStudent(2, tuple(cfg.hidden), cfg.dropout_rate)
+        dropout = DropoutStudent(2, cfg.hidden, cfg.dropout_rate)
         dropout_step = gradient_transition(dropout.loss, psr_optimizer(cfg.lr, cfg.steps))
         return cls(flow, psr, dropout, dropout_step)
 

@@ -259,6 +259,26 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from flowjax_thesis import report
+
+    table = report.results_table(args.results)
+    if args.check:
+        if report.readme_table(args.check) != table:
+            raise UserError(
+                f"the results table in {args.check} differs from the committed runs under "
+                f"{args.results}; regenerate it with: flowjax-thesis report --readme {args.check}"
+            )
+        print(f"{args.check}: the results table matches {args.results}")
+        return 0
+    if args.readme:
+        changed = report.update_readme(args.readme, table)
+        print(f"{args.readme}: results table {'updated' if changed else 'already up to date'}")
+        return 0
+    print(table)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowjax-thesis", description=__doc__.split("\n\n")[0])
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
@@ -287,6 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("name")
     bench.add_argument("--out")
     bench.add_argument("--set", action="append", metavar="KEY=VALUE")
+    report = sub.add_parser(
+        "report", help="the README's results table from the committed runs in docs/results"
+    )
+    report.add_argument("--results", default=os.path.join("docs", "results"))
+    report.add_argument("--readme", help="write the table into this README (between its markers)")
+    report.add_argument("--check", metavar="README", help="fail if README's table is stale")
     fetch.add_data_parser(sub)
     return parser
 
@@ -295,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = {"list": cmd_list, "run": cmd_run, "reproduce": cmd_reproduce, "bench": cmd_bench}
+    handler["report"] = cmd_report
     handler["data"] = fetch.cmd_data
     try:
         return handler[args.command](args)

@@ -2,13 +2,22 @@
 
     flowjax-thesis list
     flowjax-thesis run NAME [--profile smoke|cpu|full] [--set key=value ...] [--out DIR] [--resume]
-    flowjax-thesis reproduce [--profile smoke|cpu|full] [--only NAME ...] [--out DIR]
+                            [--dry-run]
+    flowjax-thesis reproduce [--profile smoke|cpu|full] [--only NAME ...] [--out DIR] [--dry-run]
     flowjax-thesis bench NAME [--out DIR] [--set key=value ...]
 
 A run directory holds ``config.json``, ``metrics.jsonl``, ``summary.json``, ``figures/`` and
 ``checkpoints/``. ``reproduce`` runs every experiment and writes ``report.md`` setting each result
 beside the thesis's (or blog's) own numbers. Multi-host runs: set ``JAX_COORDINATOR_ADDRESS``,
 ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` and start the same command on every host.
+
+Data: at ``full`` a missing real data set stops the run before any training (the message names
+what was looked for, where, and the ``flowjax-thesis data get`` command); ``--set
+allow_stand_in=true`` (a setting of every experiment) trains on the offline stand-in instead.
+``summary.json`` records the data used (``"data": {"name", "source", "stand_in"}``) and
+``report.md`` marks stand-in results. ``--dry-run`` prints the plan (data found or missing,
+parameters, steps, batch size, devices and mesh, s/step and peak memory of the first training's
+compiled step) without training, and exits 1 when the run could not start.
 """
 
 from __future__ import annotations
@@ -18,14 +27,18 @@ import dataclasses
 import importlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
 
 from flowjax_thesis import experiments
 from flowjax_thesis.data import fetch
+from flowjax_thesis.data.availability import MissingData, data_policy
 from flowjax_thesis.runs import Run, RunDirectoryError, in_use, to_jsonable, write_json
+from flowjax_thesis.train.plan import PlanComplete, format_plan, shown_settings, sweep_size
 
 
 class UserError(Exception):
@@ -59,13 +72,19 @@ def fresh_dir(path: str, resume: bool) -> str:
     return f"{path}-{i}"
 
 
-def config_record(name: str, profile: str, cfg) -> dict:
+def config_record(name: str, profile: str, cfg, run_opts: dict | None = None) -> dict:
     """What ``config.json`` holds: the experiment, the profile and every setting of ``cfg`` (a
-    settings dataclass; tuples become JSON lists)."""
-    return to_jsonable({"experiment": name, "profile": profile, **dataclasses.asdict(cfg)})
+    settings dataclass; tuples become JSON lists), plus the run settings that differ from their
+    defaults (``allow_stand_in``)."""
+    changed = {k: v for k, v in (run_opts or {}).items() if v != experiments.RUN_SETTINGS.get(k)}
+    return to_jsonable(
+        {"experiment": name, "profile": profile, **dataclasses.asdict(cfg), **changed}
+    )
 
 
-def check_resume(out: str, name: str, profile: str, cfg, force: bool) -> None:
+def check_resume(
+    out: str, name: str, profile: str, cfg, force: bool, run_opts: dict | None = None
+) -> None:
     """Refuses ``--resume`` into another experiment's directory or with a changed config (unless
     ``force``; the earlier config and summary are then kept beside the new ones). ``cfg`` is the
     settings dataclass; it is compared with the saved JSON, so a tuple equals the saved list."""
@@ -79,7 +98,7 @@ def check_resume(out: str, name: str, profile: str, cfg, force: bool) -> None:
             f"{out} holds a run of experiment {saved.get('experiment')!r}, not {name!r}; "
             "--resume it with that name or choose another --out"
         )
-    new = config_record(name, profile, cfg)
+    new = config_record(name, profile, cfg, run_opts)
     differ = sorted(k for k in set(saved) | set(new) if saved.get(k) != new.get(k))
     if not differ:
         return
@@ -96,6 +115,18 @@ def check_resume(out: str, name: str, profile: str, cfg, force: bool) -> None:
             os.replace(old_path, os.path.join(out, f"{name_[:-5]}.before-{stamp}.json"))
 
 
+def _resolve(name: str, profile: str, overrides: dict):
+    """``(experiment, settings, run settings)``; bad names and settings are a :class:`UserError`."""
+    try:
+        exp = experiments.get(name)
+        return exp, exp.config(profile, overrides), experiments.run_settings(overrides)
+    except (KeyError, ValueError, TypeError) as err:
+        raise UserError(err.args[0]) from None
+
+
+STRICT_WHY = "The full profile does not train on stand-in data"
+
+
 def run_experiment(
     name: str,
     profile: str,
@@ -105,27 +136,100 @@ def run_experiment(
     resume: bool = False,
     force: bool = False,
 ) -> dict:
-    try:
-        exp = experiments.get(name)
-        cfg = exp.config(profile, overrides)
-    except (KeyError, ValueError, TypeError) as err:
-        raise UserError(err.args[0]) from None
+    """Runs one experiment into ``out``. Its loaders run under the run's data policy (at
+    ``full`` a missing data set stops the run before any training, unless ``allow_stand_in``:
+    :class:`~flowjax_thesis.data.availability.MissingData`), and ``summary.json``'s ``"data"``
+    records the data sets they loaded (name, source, stand_in)."""
+    exp, cfg, run_opts = _resolve(name, profile, overrides)
     if resume:
-        check_resume(out, name, profile, cfg, force)
+        check_resume(out, name, profile, cfg, force, run_opts)
     try:
-        run = Run(out, quiet=quiet)
+        run = Run(out, quiet=quiet, profile=profile, allow_stand_in=run_opts["allow_stand_in"])
     except RunDirectoryError as err:
         raise UserError(str(err)) from None
     try:
-        run.write_config(config_record(name, profile, cfg))
+        run.write_config(config_record(name, profile, cfg, run_opts))
         run.print(f"== {name} (profile {profile}) -> {out}" + (" (resuming)" if resume else ""))
         start = time.time()
-        summary = dict(exp.fn(cfg, run) or {})
+        with data_policy(run.strict_data, STRICT_WHY) as data_log:
+            try:
+                summary = dict(exp.fn(cfg, run) or {})
+            except MissingData as err:
+                run.print(f"stopped before training: {err}")
+                raise
+        summary["data"] = data_record(summary.get("data"), data_log)
         summary.setdefault("wall_seconds", round(time.time() - start, 2))
         run.write_summary(summary)
     finally:
         run.close()
     return summary
+
+
+def data_record(reported, data_log) -> dict:
+    """``summary["data"]``: what the loaders recorded (``name``, ``source``, ``stand_in``),
+    merged into what the experiment reported itself (a dict keeps its extra fields; a string
+    is kept as ``"detail"``)."""
+    record = data_log.summary() or {
+        "name": "generated",
+        "source": "no data set loaded (generated data or analytic targets)",
+        "stand_in": False,
+    }
+    if isinstance(reported, dict):
+        return {**reported, **record}
+    if reported is not None and reported != record["source"]:
+        return {**record, "detail": reported}
+    return record
+
+
+def dry_run_experiment(name: str, profile: str, overrides: dict) -> dict:
+    """Plans ``name`` without training (``--dry-run``): runs it in a temporary directory with
+    ``run.dry_run`` until its first ``fit`` has compiled and timed its step
+    (:mod:`flowjax_thesis.train.plan`), or until a loader finds its data missing. Returns the
+    record :func:`~flowjax_thesis.train.plan.format_plan` prints; ``"ready"`` is False when the
+    run could not start."""
+    import jax
+
+    exp, cfg, run_opts = _resolve(name, profile, overrides)
+    record = {
+        "experiment": name,
+        "profile": profile,
+        "settings": shown_settings(cfg),
+        "devices": [f"{d.platform}:{d.id} ({d.device_kind})" for d in jax.devices()],
+        "missing": None,
+        "training": None,
+        "trainings": sweep_size(cfg),
+        "estimate_hours": None,
+        "outcome": "",
+    }
+    start = time.time()
+    with tempfile.TemporaryDirectory(prefix=f"flowjax-dry-run-{name}-") as tmp:
+        run = Run(
+            tmp,
+            quiet=True,
+            profile=profile,
+            allow_stand_in=run_opts["allow_stand_in"],
+            dry_run=True,
+        )
+        try:
+            with data_policy(run.strict_data, STRICT_WHY) as data_log:
+                try:
+                    exp.fn(cfg, run)
+                    record["outcome"] = "it trains nothing through fit: the dry run ran it whole"
+                except PlanComplete as done:
+                    plan = done.plan.as_dict()
+                    record["training"] = plan
+                    hours = plan["estimate_seconds"] * record["trainings"] / 3600
+                    record["estimate_hours"] = hours
+                    record["outcome"] = "planned"
+                except MissingData as err:
+                    record["missing"] = str(err)
+                    record["outcome"] = "missing data"
+        finally:
+            run.close()
+    record["data"] = data_log.summary()
+    record["ready"] = record["missing"] is None
+    record["wall_seconds"] = time.time() - start
+    return record
 
 
 def cmd_list(_args) -> int:
@@ -139,13 +243,23 @@ def cmd_run(args) -> int:
     from flowjax_thesis.train import maybe_initialize_distributed
 
     maybe_initialize_distributed()
+    if args.dry_run:
+        record = dry_run_experiment(args.name, args.profile, parse_sets(args.set))
+        print(format_plan(record))
+        return 0 if record["ready"] else 1
     out = args.out or os.path.join("runs", f"{args.name}-{args.profile}")
     if args.resume and not os.path.isdir(out):
         raise UserError(f"--resume: {out} does not exist; there is nothing to resume")
+    fresh = not os.path.exists(out) or not os.listdir(out)
     out = fresh_dir(out, args.resume)
-    summary = run_experiment(
-        args.name, args.profile, parse_sets(args.set), out, resume=args.resume, force=args.force
-    )
+    try:
+        summary = run_experiment(
+            args.name, args.profile, parse_sets(args.set), out, resume=args.resume, force=args.force
+        )
+    except MissingData as err:
+        if fresh and not args.resume:  # nothing was trained: leave no run directory behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise UserError(f"{args.name} (profile {args.profile}): {err}") from None
     print(json.dumps(to_jsonable(summary), indent=2, sort_keys=True))
     return 0
 
@@ -173,12 +287,31 @@ def write_report(path: str, profile: str, results: list[tuple[str, str, dict | N
         "Each section sets our numbers beside the source's. `smoke` runs are tiny and only "
         "show that everything runs end to end; compare numbers at `cpu` or `full`."
     )
+    stand_ins = [
+        name
+        for name, _, summary, _ in results
+        if isinstance((summary or {}).get("data"), dict) and summary["data"].get("stand_in")
+    ]
+    if stand_ins:
+        lines += [
+            "",
+            "**Stand-in data** (offline replacements, not the source's data sets): "
+            + ", ".join(f"`{n}`" for n in stand_ins)
+            + ".",
+        ]
     for name, out, summary, error in results:
         exp = experiments.get(name)
         lines += ["", f"## {name}", "", exp.description, "", f"Run directory: `{out}`", ""]
         if error:
             lines += ["**failed**:", "", "```", error.strip()[-2000:], "```"]
             continue
+        data = (summary or {}).get("data")
+        if isinstance(data, dict) and data.get("stand_in"):
+            lines += [
+                f"**Stand-in data**: {data.get('name')} -- {data.get('source')}. These numbers "
+                "are not on the source's data set.",
+                "",
+            ]
         rows = summary.get("comparison") if summary else None
         if rows:
             keys = list(rows[0].keys())
@@ -210,13 +343,26 @@ def cmd_reproduce(args) -> int:
             experiments.get(name)
         except KeyError as err:
             raise UserError(err.args[0]) from None
+    sets = parse_sets(args.set)
+    other = sorted(set(sets) - set(experiments.RUN_SETTINGS))
+    if other:
+        raise UserError(
+            f"reproduce --set takes the run settings every experiment has "
+            f"({', '.join(experiments.RUN_SETTINGS)}), got {', '.join(other)}"
+        )
+    if args.dry_run:
+        return dry_run_all(names, args.profile, sets)
     root = fresh_dir(args.out or os.path.join("runs", f"reproduce-{args.profile}"), False)
     results, failed = [], []
     for name in names:
         out = os.path.join(root, name)
         try:
-            summary = run_experiment(name, args.profile, {}, out)
+            summary = run_experiment(name, args.profile, sets, out)
             results.append((name, out, summary, ""))
+        except MissingData as err:  # stopped before training: say why in one line
+            failed.append(name)
+            results.append((name, out, None, f"missing data: {err}"))
+            print(f"!! {name}: {err}", file=sys.stderr)
         except Exception:  # keep going: the report says what failed
             failed.append(name)
             results.append((name, out, None, traceback.format_exc()))
@@ -229,6 +375,28 @@ def cmd_reproduce(args) -> int:
     print(f"report: {report}")
     if failed:
         print(f"failed experiments: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def dry_run_all(names: list[str], profile: str, overrides: dict) -> int:
+    """``reproduce --dry-run``: every experiment's plan, then one line each; 1 if any cannot
+    run."""
+    records = []
+    for name in names:
+        record = dry_run_experiment(name, profile, overrides)
+        print(format_plan(record) + "\n", flush=True)
+        records.append(record)
+    print(f"{'experiment':28s} {'status':12s} {'first training':>16s} {'whole (rough)':>14s}")
+    for r in records:
+        first = r["training"]["estimate_seconds"] / 3600 if r["training"] else None
+        cells = [f"{first:.3g} h" if first is not None else "-"]
+        cells.append(f"{r['estimate_hours']:.3g} h" if r["estimate_hours"] is not None else "-")
+        status = "ready" if r["ready"] else "MISSING DATA"
+        print(f"{r['experiment']:28s} {status:12s} {cells[0]:>16s} {cells[1]:>14s}")
+    blocked = [r["experiment"] for r in records if not r["ready"]]
+    if blocked:
+        print(f"cannot run (missing data): {', '.join(blocked)}", file=sys.stderr)
         return 1
     return 0
 
@@ -299,10 +467,24 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --resume: accept settings that differ from the saved config",
     )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan (data, sizes, steps, devices, s/step, memory) without training",
+    )
     rep = sub.add_parser("reproduce", help="run every experiment and write a report")
     rep.add_argument("--profile", default="smoke", choices=experiments.PROFILES)
     rep.add_argument("--only", nargs="+", metavar="NAME", help="run only these experiments")
     rep.add_argument("--out", help="output directory (default runs/reproduce-PROFILE)")
+    rep.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a run setting for every experiment (allow_stand_in=true)",
+    )
+    rep.add_argument(
+        "--dry-run", action="store_true", help="print every experiment's plan without training"
+    )
     bench = sub.add_parser("bench", help="run a speed benchmark against peer libraries")
     bench.add_argument("name")
     bench.add_argument("--out")

@@ -232,3 +232,124 @@ def _packaged_mnist(tmp_path, monkeypatch, n_train=10_016, n_test=16) -> str:
     fetch.get("mnist", origin=str(tarball), log=lambda _: None)
     assert json.load(open(fetch.manifest_path("mnist")))["name"] == "mnist"
     return cache
+
+
+# --- the command line ----------------------------------------------------------------------------
+# vae-flows and gbnf-tabular load their data first: at full without it they stop within seconds
+@pytest.mark.parametrize(
+    "name, dataset, command",
+    [("vae-flows", "mnist", "flowjax-thesis data get mnist"), ("gbnf-tabular", "power", None)],
+)
+def test_full_run_without_its_data_stops_before_training(tmp_path, capsys, name, dataset, command):
+    from flowjax_thesis.cli import main
+
+    out = tmp_path / "run"
+    assert main(["run", name, "--profile", "full", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{name} (profile full): data set {dataset!r} not found: looked for" in err
+    assert "The full profile does not train on stand-in data" in err
+    assert "--set allow_stand_in=true" in err
+    if command:
+        assert f"Get it with: {command}" in err
+    assert not out.exists()  # nothing trained, no run directory left behind
+
+
+def test_dry_run_exits_nonzero_when_data_is_missing(capsys):
+    from flowjax_thesis.cli import main
+
+    assert main(["run", "vae-flows", "--profile", "full", "--dry-run"]) == 1
+    out = capsys.readouterr().out
+    assert "== plan: vae-flows (profile full)" in out
+    assert "data:     MISSING -- data set 'mnist' not found" in out
+    assert "status:   CANNOT RUN" in out
+
+
+def test_allow_stand_in_is_a_setting_of_every_experiment():
+    from flowjax_thesis import cli, experiments
+
+    for name in experiments.names():
+        exp = experiments.get(name)
+        cfg = exp.config("full", {"allow_stand_in": "true"})
+        assert cfg == exp.profiles["full"]  # not one of the experiment's own settings
+        assert experiments.run_settings({"allow_stand_in": "true"}) == {"allow_stand_in": True}
+        record = cli.config_record(name, "full", cfg, {"allow_stand_in": True})
+        assert record["allow_stand_in"] is True
+        assert "allow_stand_in" not in cli.config_record(
+            name, "full", cfg, {"allow_stand_in": False}
+        )
+    with pytest.raises(ValueError, match="allow_stand_in.*true or false"):
+        experiments.run_settings({"allow_stand_in": "maybe"})
+
+
+def test_summary_data_record_and_report_mark_stand_ins(tmp_path):
+    from flowjax_thesis import cli
+    from flowjax_thesis.data.availability import DataLog, DataUsed
+
+    log = DataLog()
+    log.record(DataUsed("digits", "mnist not found; using scikit-learn digits", True))
+    # a string the experiment reported is kept as detail; a dict keeps its extra fields
+    merged = cli.data_record("digits, 1,397 images", log)
+    assert merged == {**log.used[0].as_dict(), "detail": "digits, 1,397 images"}
+    assert cli.data_record({"docs": 10, "stand_in": False}, log)["docs"] == 10
+    assert cli.data_record({"docs": 10}, log)["stand_in"] is True
+    assert cli.data_record(None, DataLog())["stand_in"] is False  # generated data
+    report = tmp_path / "report.md"
+    results = [
+        ("vae-flows", str(tmp_path / "a"), {"data": merged, "elbo": 1.0}, ""),
+        ("vi-planar-ring", str(tmp_path / "b"), {"data": cli.data_record(None, DataLog())}, ""),
+    ]
+    cli.write_report(str(report), "full", results)
+    text = report.read_text()
+    assert (
+        "**Stand-in data** (offline replacements, not the source's data sets): `vae-flows`." in text
+    )
+    section = text.split("## vae-flows")[1].split("## vi-planar-ring")
+    assert "**Stand-in data**: digits" in section[0] and "Stand-in" not in section[1]
+
+
+@pytest.mark.e2e
+def test_dry_run_at_smoke_prints_the_plan_and_exits_zero(capsys):
+    from flowjax_thesis.cli import main
+
+    assert main(["run", "vi-planar-ring", "--profile", "smoke", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "first training [model=planar_K1_project,seed=0]" in out
+    assert "s/step" in out and "peak device memory" in out and "status:   ready" in out
+
+
+@pytest.mark.e2e
+def test_dry_run_at_full_on_a_packaged_data_set(tmp_path, monkeypatch, capsys):
+    from flowjax_thesis.cli import main
+
+    cache = _packaged_mnist(tmp_path, monkeypatch)
+    small = ["hidden_units=16", "latent=4", "posteriors=gaussian", "seeds=0", "is_samples=10"]
+    argv = ["run", "vae-flows", "--profile", "full", "--dry-run"]
+    for s in small:
+        argv += ["--set", s]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "data:     found: mnist -- MNIST" in out and cache in out
+    assert "782,000 steps, batch 64" in out and "status:   ready" in out
+
+
+@pytest.mark.e2e
+def test_allow_stand_in_gets_past_the_data_check(capsys):
+    from flowjax_thesis.cli import main
+
+    argv = ["run", "vae-flows", "--profile", "full", "--dry-run", "--set", "allow_stand_in=true"]
+    argv += ["--set", "hidden_units=16", "--set", "posteriors=gaussian", "--set", "seeds=0"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "data:     STAND-IN (not the source's data): digits" in out
+    assert "status:   ready" in out
+
+
+@pytest.mark.e2e
+def test_reproduce_dry_run_exit_status(capsys):
+    from flowjax_thesis.cli import main
+
+    only = ["reproduce", "--profile", "full", "--dry-run", "--only"]
+    assert main(only + ["vae-flows", "vi-planar-ring"]) == 1  # mnist is missing
+    captured = capsys.readouterr()
+    assert "cannot run (missing data): vae-flows" in captured.err
+    assert "vi-planar-ring               ready" in captured.out

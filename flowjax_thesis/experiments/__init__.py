@@ -27,6 +27,8 @@ the default's type (a list becomes a tuple), and numbers are checked beyond thei
 (:func:`check_setting`): every float finite, learning rates > 0, counts and sizes (``steps``,
 ``epochs``, ``batch_size``, ``num_*``, ``n_*``, ...) >= 1 unless 0 means "none" for that key
 (:data:`ZERO_MEANS_NONE`), other ints >= 0.
+Besides its own settings, every experiment accepts the :data:`RUN_SETTINGS`
+(``--set allow_stand_in=true``; :func:`run_settings`).
 Experiments live in modules listed in ``_MODULES`` so that importing this package registers them.
 """
 
@@ -63,14 +65,33 @@ class Experiment:
         valid = setting_names(cfg)
         changes = {}
         for key, text in (overrides or {}).items():
+            if key in RUN_SETTINGS:  # how the run goes, not what it computes: run_settings()
+                continue
             if key not in valid:
                 raise KeyError(
                     f"unknown setting {key!r} for experiment {self.name!r}; "
-                    f"valid settings: {', '.join(sorted(valid))}"
+                    f"valid settings: {', '.join(sorted(valid))} (and, for every experiment, "
+                    f"{', '.join(RUN_SETTINGS)})"
                 )
             value = check_setting(key, parse_value(key, text, getattr(cfg, key)))
             changes[key] = _as_tuples(value)
         return dataclasses.replace(cfg, **changes)
+
+
+# Settings every experiment accepts (``--set allow_stand_in=true``): how a run goes rather than
+# what it computes, so they are not fields of the experiments' settings classes.
+# ``allow_stand_in``: at the ``full`` profile, train on the offline stand-in when the real data
+# set is missing instead of stopping (flowjax_thesis.data.availability).
+RUN_SETTINGS: dict[str, Any] = {"allow_stand_in": False}
+
+
+def run_settings(overrides: dict[str, str] | None) -> dict[str, Any]:
+    """The :data:`RUN_SETTINGS` with the values ``overrides`` (``--set``) give them."""
+    out = dict(RUN_SETTINGS)
+    for key, text in (overrides or {}).items():
+        if key in RUN_SETTINGS:
+            out[key] = check_setting(key, parse_value(key, text, RUN_SETTINGS[key]))
+    return out
 
 
 def setting_names(cfg) -> list[str]:

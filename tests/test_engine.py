@@ -118,7 +118,7 @@ def _run_worker(out, env_extra, *args):
     )
 
 
-def _wait(proc, timeout=300):
+def _wait(proc, timeout=600):
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, err[-3000:]
 
@@ -128,16 +128,24 @@ def _params(path):
         return [f[k] for k in sorted(f.files, key=lambda k: (len(k), k)) if k.startswith("arr_")]
 
 
-def test_four_simulated_devices_match_one_device(tmp_path):
-    one = _run_worker(tmp_path / "one.npz", {"XLA_FLAGS": ""})
-    _wait(one)
+@pytest.fixture(scope="module")
+def one_device(tmp_path_factory):
+    """The worker's parameters on one device (one process, no mesh), shared by the tests below."""
+    out = tmp_path_factory.mktemp("engine-one") / "one.npz"
+    _wait(_run_worker(out, {"XLA_FLAGS": ""}))
+    with np.load(out) as f:
+        assert int(f["devices"]) == 1 and int(f["processes"]) == 1
+    return _params(out)
+
+
+def test_four_simulated_devices_match_one_device(one_device, tmp_path):
     four = _run_worker(
         tmp_path / "four.npz", {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}, "--mesh"
     )
     _wait(four)
     with np.load(tmp_path / "four.npz") as f:
         assert int(f["devices"]) == 4
-    for a, b in zip(_params(tmp_path / "one.npz"), _params(tmp_path / "four.npz"), strict=True):
+    for a, b in zip(one_device, _params(tmp_path / "four.npz"), strict=True):
         np.testing.assert_allclose(a, b, atol=2e-5)
 
 
@@ -147,9 +155,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_two_processes_on_loopback_match_one_process(tmp_path):
-    one = _run_worker(tmp_path / "one.npz", {"XLA_FLAGS": ""})
-    _wait(one)
+def test_two_processes_on_loopback_match_one_process(one_device, tmp_path):
     port = _free_port()
     procs = [
         _run_worker(
@@ -169,5 +175,5 @@ def test_two_processes_on_loopback_match_one_process(tmp_path):
         _wait(p)
     with np.load(tmp_path / "multi.npz") as f:
         assert int(f["processes"]) == 2 and int(f["devices"]) == 2
-    for a, b in zip(_params(tmp_path / "one.npz"), _params(tmp_path / "multi.npz"), strict=True):
+    for a, b in zip(one_device, _params(tmp_path / "multi.npz"), strict=True):
         np.testing.assert_allclose(a, b, atol=2e-5)

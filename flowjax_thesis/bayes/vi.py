@@ -170,9 +170,10 @@ def draws_and_log_weights(flow: Flow, params, log_density, key, num_samples: int
 def assess(fitted: Fitted, model: BayesModel, key, num_samples: int = 4096, reference=None) -> dict:
     """Diagnostics of a fit (see the module docstring). ``reference`` is a
     :class:`~flowjax_thesis.bayes.nuts.Reference` or ``None``. Keys: ``elbo``, ``log_z_is``,
-    ``khat`` (NaN without ArviZ), ``ess`` (Kish, of the raw weights), ``mean``/``sd`` (of ``q``),
-    ``mean_psis``/``sd_psis``, and with a reference ``mean_err``, ``sd_err``, ``sd_ratio`` (of q)
-    and the same with a ``_psis`` suffix."""
+    ``khat`` (NaN without ArviZ), ``khat_threshold`` (``min(1 - 1/log10(S), 0.7)``) and
+    ``reliable`` (k-hat at most that), ``ess`` (Kish, of the raw weights), ``mean``/``sd`` (of
+    ``q``), ``mean_psis``/``sd_psis``, and with a reference ``mean_err``, ``sd_err``,
+    ``sd_ratio`` (of q) and the same with a ``_psis`` suffix."""
     x, lw = draws_and_log_weights(fitted.flow, fitted.params, model.log_density, key, num_samples)
     out = assess_draws(x, lw, reference)
     out["train_seconds"] = fitted.seconds
@@ -203,6 +204,9 @@ def assess_draws(x, lw, reference=None) -> dict:
         out["khat"] = float("nan")
         out["mean_psis"], out["sd_psis"] = diagnostics.weighted_moments(x, lw)
         out["log_weights_psis"] = lw
+    # the verdict of Vehtari et al. (2024) for this many draws (False when k-hat is unknown)
+    out["khat_threshold"] = diagnostics.khat_threshold(num_samples)
+    out["reliable"] = bool(out["khat"] <= out["khat_threshold"])
     out["draws"], out["log_weights"] = x, lw
     if reference is not None:
         ref_mean, ref_sd = np.asarray(reference.mean), np.asarray(reference.sd)

@@ -271,8 +271,3 @@ def uniform_dequantize(key, x_int, num_bins: int):
     """``(x + u) / num_bins`` with ``u ~ U(0, 1)``: continuous data in ``[0, 1]``."""
     x = jnp.asarray(x_int, jnp.float32)
     return (x + jax.random.uniform(key, x.shape)) / num_bins
-
-
-def to_unit_interval(x_int, num_bins: int):
-    """Bin centres ``(x + 1/2) / num_bins`` (a deterministic dequantisation for plots)."""
-    return (np.asarray(x_int, np.float32) + 0.5) / num_bins

@@ -2,6 +2,7 @@
 the dimension of a flow, flows mixing them with bijective layers, and image models in bits/dim."""
 
 from flowjax_thesis.models.compressive import ppca
+from flowjax_thesis.models.compressive.capacity import capacity_gap, count_params, matched_width
 from flowjax_thesis.models.compressive.flow import (
     CompressiveFlow,
     alpha_schedule,
@@ -27,4 +28,7 @@ __all__ = [
     "alpha_schedule",
     "dual_base_log_prob",
     "num_params",
+    "count_params",
+    "capacity_gap",
+    "matched_width",
 ]

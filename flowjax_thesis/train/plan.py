@@ -36,7 +36,9 @@ PLAN_CHUNK = 3
 
 @dataclass(frozen=True)
 class TrainingPlan:
-    """One training, planned. ``seconds_per_step`` is measured on ``devices`` after compiling;
+    """One training, planned. ``seconds_per_step`` is measured on ``devices`` after compiling
+    (wall clock; ``cpu_seconds_per_step`` is this process's CPU time, which on a shared CPU says
+    what a step costs when the machine is not contended, summed over XLA's threads);
     ``peak_bytes`` is the compiled step's device memory (None in ``mode="host"``, whose step is
     not one compiled program); ``flops_per_step`` from XLA's cost analysis (None if absent)."""
 
@@ -53,6 +55,7 @@ class TrainingPlan:
     compile_seconds: float
     timed_steps: int
     seconds_per_step: float
+    cpu_seconds_per_step: float  # process CPU time: on a shared machine, what the step costs
     peak_bytes: int | None
     memory: dict | None
     flops_per_step: float | None
@@ -181,13 +184,14 @@ def plan_training(
     _block(compiled(*args_for(start)))  # warm-up (in mode="host" this call compiles)
     compile_seconds = time.perf_counter() - t0
 
-    timed, elapsed, calls = 0, 0.0, 0
+    timed, elapsed, cpu, calls = 0, 0.0, 0.0, 0
     while calls < MIN_TIMED_CALLS or (calls < MAX_TIMED_CALLS and elapsed < TIME_BUDGET):
         at = start + timed
         args = args_for(at)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         _block(compiled(*args))
         elapsed += time.perf_counter() - t
+        cpu += time.process_time() - c
         timed += per_call
         calls += 1
     count, where = count_params(state)
@@ -205,6 +209,7 @@ def plan_training(
         compile_seconds=round(compile_seconds, 3),
         timed_steps=timed,
         seconds_per_step=elapsed / max(timed, 1),
+        cpu_seconds_per_step=cpu / max(timed, 1),
         peak_bytes=peak,
         memory=memory,
         flops_per_step=flops,
@@ -299,7 +304,8 @@ def format_plan(record: dict) -> str:
             f"{plan['steps']:,} steps, batch {batch}, mode {plan['mode']} "
             f"(chunks of {plan['chunk_size']}); mesh {mesh}",
             f"  compile {plan['compile_seconds']:.1f} s; {plan['seconds_per_step']:.4g} s/step "
-            f"(timed {plan['timed_steps']} steps on {devices[0] if devices else 'this device'})"
+            f"(CPU time {plan['cpu_seconds_per_step']:.4g} s/step; timed "
+            f"{plan['timed_steps']} steps on {devices[0] if devices else 'this device'})"
             f" -> {_duration(plan['estimate_seconds'])} for this training (no evaluations)",
             f"  one step: peak device memory {_bytes(plan['peak_bytes'])}"
             + (f", {plan['flops_per_step'] / 1e9:.3g} GFLOP" if plan.get("flops_per_step") else ""),

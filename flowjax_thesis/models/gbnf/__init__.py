@@ -7,7 +7,8 @@ built with :func:`flowjax_thesis.families.make_flow`), their params stacked, com
 - :mod:`.weights`: the mixture-weight algebra on the params dict (``assign_weight``, the
   renormalised weights of the others, the weight a component is trained at);
 - :mod:`.model`: the model (densities, sampling, the multiplicative partition function);
-- :mod:`.losses`: the loss of one stage (density: boosted / resampled / importance; VI: eq. 4.20);
+- :mod:`.losses`: the loss of one stage (density: the thesis's resampling (4.13), Frank-Wolfe
+  (4.8/4.9), our mixture-NLL variant ``boosted``, importance; VI: eq. 4.20);
 - :mod:`.rho`: fitting a new component's weight (line searches and Algorithm 1's projected SGD);
 - :mod:`.boost`: the one boosting driver (:func:`boost`: a stage = one ``fit`` call of one
   transition holding the component index, with its own tags; then a weight fit), used by
@@ -25,7 +26,9 @@ from flowjax_thesis.models.gbnf.boost import (
 from flowjax_thesis.models.gbnf.density import boost_density
 from flowjax_thesis.models.gbnf.losses import (
     REWEIGHT,
+    THESIS_RULE,
     density_loss,
+    frank_wolfe_objective,
     resampling_log_probs,
     vi_loss,
 )
@@ -52,10 +55,6 @@ def num_parameters(tree) -> int:
     return int(sum(np.size(x) for x in jax.tree.leaves(tree)))
 
 
-# old names, kept until the Bayes VI code (flowjax_thesis/bayes/vi.py) imports boost_vi
-fit_density = boost_density
-fit_vi = boost_vi
-
 __all__ = [
     "BOOSTING",
     "COMPONENT_MAPS",
@@ -65,6 +64,7 @@ __all__ = [
     "RhoState",
     "Stage",
     "StageState",
+    "THESIS_RULE",
     "boost",
     "boost_density",
     "boost_vi",
@@ -72,6 +72,7 @@ __all__ = [
     "density_loss",
     "density_rho_gradient",
     "density_rho_objective",
+    "frank_wolfe_objective",
     "grid_minimise",
     "make_schedule",
     "num_parameters",

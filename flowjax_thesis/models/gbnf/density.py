@@ -42,11 +42,11 @@ _ADAM = optax.adam(1e-3)
 
 
 @built_once
-def _transitions(gbnf: GBNF, reweight, clip, optimizer, rho_lr):
+def _transitions(gbnf: GBNF, reweight, clip, regularization, optimizer, rho_lr):
     """The stage and rho transitions, built once per setting: the engine caches its compiled
     runner per transition, so later calls with an equal model and the same optimizer object
     (e.g. another data set of the same size) do not recompile."""
-    stage = stage_transition(gbnf, density_loss(gbnf, reweight, clip), optimizer)
+    stage = stage_transition(gbnf, density_loss(gbnf, reweight, clip, regularization), optimizer)
     return stage, rho_sgd_transition(density_rho_gradient(gbnf), lr=rho_lr)
 
 
@@ -89,6 +89,7 @@ def boost_density(
     val_context=None,
     reweight: str | None = None,
     clip: tuple[float, float] | None = (0.01, 0.1),
+    regularization: float = 0.5,
     rho_method: str = "line_search",
     rho_init: float | None = None,
     rho_steps: int = 100,
@@ -136,7 +137,9 @@ def boost_density(
         gbnf.num_components, steps, gbnf.num_active(params), finetune_passes, finetune_steps
     )
     clip = None if clip is None else tuple(float(c) for c in clip)
-    transition, rho_tr = _transitions(gbnf, reweight, clip, optimizer or _ADAM, float(rho_lr))
+    transition, rho_tr = _transitions(
+        gbnf, reweight, clip, float(regularization), optimizer or _ADAM, float(rho_lr)
+    )
     val_nll = jax.jit(lambda p: -jnp.mean(gbnf.log_prob(p, val_x, val_ctx)))
     head = lambda a: a[:1024]
     x0, c0 = head(data), None if ctx is None else jax.tree.map(head, ctx)

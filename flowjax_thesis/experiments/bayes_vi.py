@@ -265,6 +265,8 @@ def bayes_vi(cfg: BayesViSettings, run) -> dict:
         num_samples=cfg.nuts_samples,
         num_chains=cfg.nuts_chains,
     )
+    if run.dry_run:  # a plan needs the first fit, not the NUTS reference before it
+        nuts_kwargs.update(num_warmup=10, num_samples=10, num_chains=1)
     family_kwargs = dict(layers=cfg.layers, hidden=cfg.hidden)
     rows, summary = [], {}
     for m_index, spec in enumerate(_model_names(cfg)):

@@ -183,6 +183,8 @@ def dapper_news(cfg: DapperNewsSettings, run) -> dict:
     from flowjax_thesis.models.dap.corpus import split_by_author
     from flowjax_thesis.models.dap.news import news_articles_corpus
 
+    if run.dry_run:  # a plan needs the first training, not the LDA baselines before it
+        cfg = replace(cfg, lda_passes=1, gensim=False)
     corpus = news_articles_corpus(
         vocab_size=cfg.vocab_size,
         time_unit_days=cfg.time_unit_days,

@@ -1,14 +1,26 @@
 """VAE speed (issue 5): one training step of each posterior at batch 64, in steps/s, and the
-importance-sampled NLL of a test set in one jitted, chunked call.
+importance-sampled NLL of a test set in one jitted, chunked call; and (issue 15 item 6) the
+gated-conv VAE on MNIST beside the same model in PyTorch (:mod:`benchmarks.peers.vae_torch`).
 
 Timing excludes compilation (reported as ``compile_seconds``) and uses the engine's runners:
 ``mode="scan"`` (default) the chunked runner (``lax.scan`` over ``chunk`` steps per host call),
 ``mode="step"`` one jitted step per host call (what ``fit(mode="step")`` runs).
-Data: scikit-learn's 8x8 digits (binarised), the offline stand-in of the thesis's data sets.
+Data: :func:`vae_steps` scikit-learn's 8x8 digits (binarised), the offline stand-in of the thesis's
+data sets; :func:`compare_torch` MNIST from the cache of ``flowjax-thesis data get mnist``,
+dynamically binarised, batches drawn i.i.d. from the 50,000 training images on both sides.
+
+:func:`compare_torch` (what ``flowjax-thesis bench vae`` runs) trains each posterior (``gaussian``
+and ``iaf``) for ``chunk`` warm-up steps (ours: compilation plus the first chunk) and ``steps``
+timed steps, ours as one ``lax.scan`` of ``chunk`` steps per host call, PyTorch eagerly, each in
+a fresh process one after the other, and then evaluates the test -ELBO (one draw per image,
+``beta = 1``) of both, so the speed ratio ``ours / torch`` is read beside the answer each side
+reaches after the same number of steps. Threads: JAX's CPU backend runs its intra-op thread pool
+over every core it may use (``os.sched_getaffinity``), and torch is set to the same count.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -118,6 +130,155 @@ def vae_steps(
             "nll_nats": float(np.mean(np.asarray(nll))),
         }
         out["posteriors"][name] = res
+    return out
+
+
+def _mnist_model(name, latent, hidden_units, iaf_layers):
+    post = make_posterior(
+        name, num_layers=iaf_layers if name == "iaf" else None, hidden_units=hidden_units
+    )
+    return VAE((28, 28, 1), post, latent=latent)
+
+
+def test_neg_elbo(model, params, x, key, chunk: int = 500) -> float:
+    """Mean test -ELBO (one draw per image, ``beta = 1``) over ``x`` in chunks of ``chunk``."""
+    f = jax.jit(lambda p, xc, k: model.neg_elbo(p, xc, k, 1.0)[0])
+    n = (len(x) // chunk) * chunk or len(x)
+    chunk = min(chunk, n)
+    keys = jax.random.split(key, n // chunk)
+    vals = [float(f(params, x[i * chunk : (i + 1) * chunk], keys[i])) for i in range(n // chunk)]
+    return float(np.mean(vals))
+
+
+def ours_mnist(
+    posterior: str = "gaussian",
+    steps: int = 100,
+    chunk: int = 20,
+    batch: int = 64,
+    latent: int = 32,
+    hidden_units: int = 256,
+    iaf_layers: int = 8,
+    eval_n: int = 10_000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Our side of :func:`compare_torch`: ``chunk`` warm-up steps (compile + run), ``steps``
+    timed steps in chunks of ``chunk`` (the KL weight annealed over the first ``steps // 4``
+    steps, as the peer), then the test -ELBO of the first ``eval_n`` test images."""
+    from benchmarks.peers._common import Stopwatch, result, version
+
+    steps, chunk = int(steps), int(chunk)
+    if steps < chunk or steps % chunk:
+        raise ValueError(f"steps must be a positive multiple of chunk={chunk}, got {steps}")
+    data = load_binary_images("mnist", fallback=False)
+    if not data.dynamic_binarization:
+        raise ValueError(f"expected the raw MNIST cache (dynamic binarisation), got {data.source}")
+    train = jax.numpy.asarray(data.train)
+    model = _mnist_model(posterior, int(latent), int(hidden_units), int(iaf_layers))
+    params = model.init(jax.random.PRNGKey(seed))
+    transition = vae_transition(model, 1e-3, steps // 4, 0.0, True)
+    runner = make_chunk_runner(transition, int(batch), len(train))
+    state = transition.init(params)
+    key = np.asarray(jax.random.PRNGKey(seed))
+    with Stopwatch() as warm:
+        state, _, _ = runner(state, train, key, np.int32(0), chunk)
+        jax.block_until_ready(state)
+    done = 0
+    with Stopwatch() as sw:
+        while done < steps:
+            state, metrics, _ = runner(state, train, key, np.int32(chunk + done), chunk)
+            done += chunk
+        jax.block_until_ready((state, metrics))
+    x_test = jax.numpy.asarray(data.test[: int(eval_n)])
+    neg_elbo = test_neg_elbo(model, state.params, x_test, jax.random.PRNGKey(seed + 1))
+    return result(
+        f"ours_vae_{posterior}",
+        version("jax"),
+        steps,
+        sw,
+        warm.seconds,
+        float(np.asarray(metrics["loss"])[-1]),
+        posterior=posterior,
+        batch=int(batch),
+        latent=int(latent),
+        warmup=chunk,
+        trained_steps=chunk + steps,
+        test_neg_elbo=neg_elbo,
+        eval_n=len(x_test),
+        num_parameters=int(sum(np.size(a) for a in jax.tree.leaves(params))),
+        jax_threads=len(os.sched_getaffinity(0)),
+        data=data.source,
+    )
+
+
+def compare_torch(
+    posteriors: str = "gaussian,iaf",
+    steps: int = 100,
+    chunk: int = 20,
+    batch: int = 64,
+    latent: int = 32,
+    hidden_units: int = 256,
+    iaf_layers: int = 8,
+    eval_n: int = 10_000,
+    seed: int = 0,
+    torch_threads: int | None = None,
+) -> dict[str, Any]:
+    """Ours against the PyTorch peer on MNIST, posterior by posterior, each measurement in a
+    fresh process (``benchmarks.isolated``). ``torch_threads`` defaults to JAX's thread count.
+    Returns per posterior both records, ``speedup_vs_torch`` (our steps/s over theirs; > 1: we
+    are faster) and ``cpu_ratio`` (their CPU seconds per step over ours, less sensitive to a
+    busy machine), and both test -ELBOs."""
+    from benchmarks import isolated
+    from flowjax_thesis.data.fetch import cached_file
+
+    path = cached_file("mnist")
+    if path is None:
+        raise FileNotFoundError("bench vae needs MNIST: run `flowjax-thesis data get mnist` first")
+    threads = (
+        len(os.sched_getaffinity(0)) if torch_threads in (None, "", "None") else int(torch_threads)
+    )
+    kw = dict(
+        steps=int(steps),
+        batch=int(batch),
+        latent=int(latent),
+        hidden_units=int(hidden_units),
+        iaf_layers=int(iaf_layers),
+        eval_n=int(eval_n),
+        seed=int(seed),
+    )
+    out: dict[str, Any] = {
+        "benchmark": "vae-mnist-vs-torch",
+        "settings": {**kw, "chunk": int(chunk), "torch_threads": threads},
+        "posteriors": {},
+        "goal": "ours at least as fast as PyTorch (speedup_vs_torch >= 1) at a similar -ELBO",
+    }
+    old = os.environ.get("FLOWJAX_BENCH_TORCH_THREADS")
+    os.environ["FLOWJAX_BENCH_TORCH_THREADS"] = str(threads)
+    try:
+        for name in [p for p in str(posteriors).split(",") if p]:
+            ours = isolated(
+                "benchmarks.bench_vae:ours_mnist", posterior=name, chunk=int(chunk), **kw
+            )
+            theirs = isolated(
+                "benchmarks.peers.vae_torch:torch_vae",
+                posterior=name,
+                data_path=path,
+                warmup=int(chunk),
+                **kw,
+            )
+            row: dict[str, Any] = {"ours": ours, "torch": theirs}
+            if "error" not in ours and "error" not in theirs:
+                row["speedup_vs_torch"] = round(theirs["seconds"] / ours["seconds"], 3)
+                row["cpu_ratio"] = round(theirs["cpu_seconds"] / ours["cpu_seconds"], 3)
+                row["test_neg_elbo"] = {
+                    "ours": round(ours["test_neg_elbo"], 2),
+                    "torch": round(theirs["test_neg_elbo"], 2),
+                }
+            out["posteriors"][name] = row
+    finally:
+        if old is None:
+            os.environ.pop("FLOWJAX_BENCH_TORCH_THREADS", None)
+        else:
+            os.environ["FLOWJAX_BENCH_TORCH_THREADS"] = old
     return out
 
 

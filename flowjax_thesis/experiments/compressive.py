@@ -160,6 +160,7 @@ COMPRESSIVE_LATENT_SWEEP_CPU = replace(
 COMPRESSIVE_LATENT_SWEEP_FULL = replace(
     COMPRESSIVE_LATENT_SWEEP_CPU,
     data="mnist",
+    dequantization="variational",  # thesis 5.5.1.1: variational dequantization
     steps=562_500,
     warmup_steps=5000,
     steps_per_level=8,
@@ -242,6 +243,7 @@ COMPRESSIVE_ARCHITECTURES_CPU = replace(
 COMPRESSIVE_ARCHITECTURES_FULL = replace(
     COMPRESSIVE_ARCHITECTURES_CPU,
     data="mnist",
+    dequantization="variational",  # thesis 5.5.1.1: variational dequantization
     steps=562_500,
     warmup_steps=5000,
     steps_per_level=8,
@@ -346,6 +348,7 @@ COMPRESSIVE_DEPTH_CPU = replace(
 COMPRESSIVE_DEPTH_FULL = replace(
     COMPRESSIVE_DEPTH_CPU,
     data="mnist",
+    dequantization="variational",  # thesis 5.5.1.1: variational dequantization
     steps=562_500,
     warmup_steps=5000,
     steps_per_level=8,

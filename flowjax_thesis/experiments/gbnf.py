@@ -230,7 +230,7 @@ GBNF_TOY_DENSITY_CPU = replace(
 GBNF_TOY_DENSITY_FULL = replace(
     GBNF_TOY_DENSITY_CPU,
     depths=(1, 2, 4, 8),
-    steps=10000,
+    steps=25000,  # per component: "in the toy experiments flows are trained for 25k iterations"
     n_train=100_000,
     n_val=10000,
     n_test=50000,
@@ -346,7 +346,8 @@ GBNF_TABULAR_SMOKE = GbnfTabularSettings()
 GBNF_TABULAR_CPU = replace(
     GBNF_TABULAR_SMOKE, layers=5, hidden_per_dim=10, steps=3000, seeds=(0, 1, 2)
 )
-GBNF_TABULAR_FULL = replace(GBNF_TABULAR_CPU, layers=10, steps=20000, batch_size=512)
+# thesis 4.7.1.2: batch 512, up to 400,000 steps (per component here; no early stopping)
+GBNF_TABULAR_FULL = replace(GBNF_TABULAR_CPU, layers=10, steps=400_000, batch_size=512)
 
 
 @register(

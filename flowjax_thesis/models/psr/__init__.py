@@ -28,12 +28,18 @@ One concept per module:
   checkerboard scale, then the foundation's ``MultiScale``), its loss on integer pixels,
   nearest / bicubic resampling;
 - :mod:`.joint`: :class:`JointPSR`, ``p(x, y) = p(y | x) p(x)`` from two flows (eqs. 6.5-6.7);
-- :mod:`.baselines`: the Gaussian-process and MC-dropout students;
+- :mod:`.baselines`: the Gaussian-process and fixed-rate MC-dropout students;
+- :mod:`.concrete_dropout`: the concrete-dropout student (learned rates, the thesis's baseline);
 - :mod:`.metrics`: RMSE, EMD, PSNR, SSIM, pixel diversity;
 - :mod:`.training`: the optimizer every PSR training uses with the engine.
 """
 
 from flowjax_thesis.models.psr.baselines import DropoutNet, DropoutStudent, GPStudent
+from flowjax_thesis.models.psr.concrete_dropout import (
+    ConcreteDropoutNet,
+    ConcreteDropoutStudent,
+    concrete_regularizer,
+)
 from flowjax_thesis.models.psr.conditioning import AtScale, Encoded
 from flowjax_thesis.models.psr.image import (
     bin_centres,
@@ -78,6 +84,9 @@ __all__ = [
     "GPStudent",
     "DropoutNet",
     "DropoutStudent",
+    "ConcreteDropoutNet",
+    "ConcreteDropoutStudent",
+    "concrete_regularizer",
     "rmse",
     "emd",
     "psnr",

@@ -1,22 +1,48 @@
 """``vae-flows``: VAEs with flow posteriors and a boosted (GBNF) posterior (thesis Table 8,
 Figures 11 and 16).
 
-Every posterior is trained on the chosen data set for each seed (Adam, KL annealing, lr halving
-on plateau; GBNF: each of its C RealNVP components gets the same schedule, then GBNF+ fine-tunes
-every component), then evaluated on the test set: -ELBO (thesis convention for GBNF: each draw's
-own component) and NLL by importance sampling (the proposal is the full mixture for GBNF), in
-nats (bits/dim for the 8-bit Frey faces). The summary's ``comparison`` sets mean +- std over
-seeds beside the thesis's Table 8. A second GBNF run without the decoder-shock remedy gives the
-jump of the validation loss at component boundaries with and without it (Figure 11).
-Offline, the data are scikit-learn's 8x8 digits (binarised); the run log says which data was used.
+Every posterior named in ``posteriors`` is trained on the chosen data set for each seed (Adam,
+KL annealing, lr halving on plateau), then evaluated on the test set: -ELBO (thesis convention
+for GBNF: each draw's own component) and NLL by importance sampling with ``is_samples`` draws
+(the proposal is the full mixture for GBNF), in nats (bits/dim for the 8-bit Frey faces). The
+summary's ``comparison`` sets mean +- std over seeds beside the thesis's Table 8.
+
+**Equal steps.** Every posterior gets the same total number of training steps, ``steps``. With
+``gbnf_budget="shared"`` (the default) GBNF's ``C`` components share that budget: each boosting
+stage trains ``(steps - C * finetune_steps) // C`` steps (the KL annealing scaled to the stage
+in the same proportion), and GBNF+ then fine-tunes every component for ``finetune_steps``, so
+GBNF+ uses the budget and GBNF (the same run before fine-tuning) ``C * finetune_steps`` steps
+less. The weight fits (Algorithm 1, ``rho_steps`` per component) train the mixture weight alone
+and are not counted. With ``gbnf_budget="per_component"`` every boosting stage gets ``steps``
+(the thesis's schedule: GBNF trains ``C`` times longer), and with ``match_gbnf_budget`` every
+single posterior is also trained for GBNF+'s total, reported in a separate, labelled column
+(``at_gbnf_budget`` in the summary). ``summary["budget"]`` says how the budget was split.
+
+**The table in parts.** ``--set posteriors='["gaussian","iaf"]' --set seeds=[0]`` runs a part of
+the table; ``--set merge='["runs/part1","runs/part2"]'`` reads the ``config.json`` and
+``summary.json`` of earlier parts (run directories, or their ``summary.json``), checks that every
+setting except the part's own (:data:`PART_KEYS`) is the same, and summarises this run's
+results together with theirs (this run's results replace a part's for the same posterior and
+seed). A run with ``posteriors=[]`` and ``merge`` only joins the parts.
+
+A second GBNF run without the decoder-shock remedy (``shock_compare``, first seed) gives the jump
+of the validation loss at component boundaries with and without it (Figure 11). Offline, the
+data are scikit-learn's 8x8 digits (binarised); ``data=mnist`` uses the cache of ``flowjax-thesis
+data get mnist``, dynamically binarised (training images are Bernoulli draws at every step, the
+validation and test images binarised once with a fixed seed); the run log and
+``summary["data"]`` say which data was used.
 
 Every training is one ``fit`` call of the engine with its own tags (``{"model", "seed"}``; GBNF
-stages add ``component`` and ``phase``) on a data mesh over the available devices, so
-``--resume`` continues from the last checkpoint, also between the GBNF schedule's stages.
+stages add ``component`` and ``phase``; the longer runs of the budget column add ``budget``) on
+a data mesh over the available devices, so ``--resume`` continues from the last checkpoint,
+also between the GBNF schedule's stages.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 import time
 from dataclasses import dataclass, replace
 
@@ -26,8 +52,8 @@ import numpy as np
 
 from flowjax_thesis.data.binary_images import load_binary_images
 from flowjax_thesis.experiments import register
-from flowjax_thesis.models.vae import VAE, bits_per_dim, make_posterior
-from flowjax_thesis.models.vae.boosting import shock_jumps, train_gbnf_vae
+from flowjax_thesis.models.vae import POSTERIORS, VAE, bits_per_dim, make_posterior
+from flowjax_thesis.models.vae.boosting import shock_jumps, split_budget, train_gbnf_vae
 from flowjax_thesis.models.vae.training import train_vae
 from flowjax_thesis.train import data_mesh
 
@@ -89,6 +115,21 @@ TABLE8 = {
 }
 
 
+#: the posteriors a run may name (``gbnf`` and ``gbnf+`` both come from one GBNF run)
+VALID_POSTERIORS = (*POSTERIORS, "gbnf+")
+#: settings that may differ between the parts of one table (see ``merge``)
+PART_KEYS = (
+    "posteriors",
+    "seeds",
+    "merge",
+    "data_dir",
+    "shock_compare",
+    "match_gbnf_budget",
+    "sample_chunk",
+    "data_chunk",
+)
+
+
 @dataclass(frozen=True)
 class VaeFlowsSettings:
     """Settings of ``vae-flows``; the defaults are the smoke profile."""
@@ -113,15 +154,22 @@ class VaeFlowsSettings:
     is_samples: int = 20
     sample_chunk: int = 10
     data_chunk: int = 100
-    posteriors: tuple[str, ...] = ()
+    posteriors: tuple[str, ...] = ("gbnf",)
     seeds: tuple[int, ...] = (0,)
-    steps: int = 60
+    steps: int = 60  # every posterior's total training steps
     anneal_steps: int = 20
-    gbnf_steps_per_component: int = 40
-    finetune_steps: int = 20
+    gbnf_budget: str = "shared"  # or "per_component" (the thesis: each component gets `steps`)
+    finetune_steps: int = 10  # per component, GBNF+
+    rho_steps: int = 100  # Algorithm 1 per component (the weight alone; not counted)
+    match_gbnf_budget: bool = True  # per_component: also train the others for GBNF+'s total
+    merge: tuple[str, ...] = ()  # run directories (or summary.json) of earlier parts
 
 
 VAE_FLOWS_SMOKE = VaeFlowsSettings()
+# cpu: with data=mnist one posterior's row (3 seeds: 2,000 steps and the IS-NLL of the 10,000
+# test images with 100 draws each) is meant to take about 20 minutes on an idle 2-core machine
+# (estimated from CPU seconds per step measured on a busy one; see docs/results/vae-flows-mnist).
+# shock_compare=true adds Figure 11's second GBNF run (first seed).
 VAE_FLOWS_CPU = replace(
     VAE_FLOWS_SMOKE,
     latent=32,
@@ -131,17 +179,24 @@ VAE_FLOWS_CPU = replace(
     iaf_layers=8,
     realnvp_layers=8,
     gbnf_components=4,
-    eval_every=100,
-    shock_compare=True,
-    is_samples=1000,
+    eval_every=250,
+    shock_compare=False,
+    is_samples=100,
     sample_chunk=100,
     data_chunk=50,
-    posteriors=("gaussian", "planar", "radial", "sylvester_orthogonal", "iaf", "realnvp"),
+    posteriors=(
+        "gaussian",
+        "planar",
+        "radial",
+        "sylvester_orthogonal",
+        "iaf",
+        "realnvp",
+        "gbnf",
+    ),
     seeds=(0, 1, 2),
-    steps=1500,
+    steps=2000,
     anneal_steps=500,
-    gbnf_steps_per_component=1500,
-    finetune_steps=150,
+    finetune_steps=50,
 )
 VAE_FLOWS_FULL = replace(
     VAE_FLOWS_CPU,
@@ -151,18 +206,44 @@ VAE_FLOWS_FULL = replace(
     sylvester_m=32,
     eval_every=782,
     plateau_patience=250,
+    shock_compare=True,
     is_samples=2000,
+    sample_chunk=100,
+    data_chunk=50,
     steps=782_000,  # 1000 epochs of 50,000 images at batch 64
     anneal_steps=195_500,
-    gbnf_steps_per_component=782_000,
+    gbnf_budget="per_component",  # the thesis's schedule; the budget column matches it
     finetune_steps=39_100,  # 50 epochs
 )
 
 
+def gbnf_schedule(cfg: VaeFlowsSettings) -> dict:
+    """How GBNF's steps follow from the budget (:func:`~flowjax_thesis.models.vae.boosting.
+    split_budget`): steps and annealing per stage, fine-tuning, the totals of GBNF and GBNF+."""
+    return split_budget(
+        cfg.steps,
+        cfg.anneal_steps,
+        cfg.gbnf_components,
+        cfg.finetune_steps,
+        cfg.rho_steps,
+        cfg.gbnf_budget,
+    )
+
+
+def check_posteriors(names) -> tuple[str, ...]:
+    bad = [n for n in names if n not in VALID_POSTERIORS]
+    if bad:
+        raise ValueError(
+            f"setting 'posteriors': unknown {bad}; expected names from {VALID_POSTERIORS}"
+        )
+    return tuple(names)
+
+
 @register(
     "vae-flows",
-    description="VAEs with planar/radial/Sylvester/IAF/RealNVP/GBNF posteriors (Table 8, "
-    "Figures 11 and 16); offline on scikit-learn's binarised 8x8 digits.",
+    description="VAEs with planar/radial/Sylvester/IAF/RealNVP/GBNF posteriors at equal training "
+    "steps (Table 8, Figures 11 and 16); scikit-learn's binarised 8x8 digits offline, "
+    "--set data=mnist for MNIST (dynamically binarised) from `flowjax-thesis data get mnist`.",
     paper={
         "table": "Table 8 (thesis section 4.7.5): -ELBO and NLL (2000 importance samples), "
         "mean +- std over 3 runs; MNIST, Omniglot, Caltech 101 in nats, Freyfaces in bits/dim",
@@ -176,12 +257,16 @@ VAE_FLOWS_FULL = replace(
     full=VAE_FLOWS_FULL,
 )
 def vae_flows(cfg: VaeFlowsSettings, run) -> dict:
+    posteriors = check_posteriors(cfg.posteriors)
+    budget = gbnf_schedule(cfg)
+    parts = [_load_part(path, cfg) for path in cfg.merge]  # fail early on a mismatched part
     data = load_binary_images(cfg.data, cfg.data_dir or None)
     run.print(f"data: {data.source}")
     run.print(
         f"images {data.image_shape}, likelihood {data.likelihood}, train/val/test "
         f"{len(data.train)}/{len(data.val)}/{len(data.test)}, latent d={cfg.latent}"
     )
+    run.print(f"budget: {cfg.steps} training steps per posterior; GBNF {budget['split']}")
     grey = data.likelihood != "bernoulli"
     unit = "bits/dim" if grey else "nats"
 
@@ -206,7 +291,6 @@ def vae_flows(cfg: VaeFlowsSettings, run) -> dict:
     common = dict(
         batch_size=cfg.batch_size,
         lr=cfg.lr,
-        anneal_steps=cfg.anneal_steps,
         beta0=cfg.beta0,
         eval_every=cfg.eval_every,
         plateau_patience=cfg.plateau_patience,
@@ -215,7 +299,7 @@ def vae_flows(cfg: VaeFlowsSettings, run) -> dict:
         mesh=data_mesh(),
     )
 
-    def evaluate(model, params, seed):
+    def evaluate(model, params, seed, steps):
         res = model.evaluate(
             params,
             data.test,
@@ -224,78 +308,148 @@ def vae_flows(cfg: VaeFlowsSettings, run) -> dict:
             sample_chunk=cfg.sample_chunk,
             data_chunk=cfg.data_chunk,
         )
-        return {k: convert(v) for k, v in res.items()}
+        return {"seed": int(seed), "steps": int(steps), **{k: convert(v) for k, v in res.items()}}
 
-    results: dict[str, list[dict]] = {}
-    fitted = {}
-    for seed in cfg.seeds:
-        for name in cfg.posteriors:
-            model = model_for(name)
-            t0 = time.time()
-            trained = train_vae(
-                model,
-                data.train,
-                data.val,
-                key=jax.random.PRNGKey(seed),
-                steps=cfg.steps,
-                tags={"model": name, "seed": seed},
-                **common,
-            )
-            params = trained.state.best_params
-            res = evaluate(model, params, seed)
-            results.setdefault(name, []).append(res)
-            fitted.setdefault(name, (model, params))
-            run.print(f"{name} seed {seed}: {_fmt(res, unit)} ({time.time() - t0:.1f} s)")
-        model = model_for("gbnf")
+    def train_single(name, seed, steps, tags):
+        model = model_for(name)
         t0 = time.time()
+        trained = train_vae(
+            model,
+            data.train,
+            data.val,
+            key=jax.random.PRNGKey(seed),
+            steps=steps,
+            anneal_steps=int(round(cfg.anneal_steps * steps / cfg.steps)),
+            tags=tags,
+            **common,
+        )
+        params = trained.state.best_params
+        res = evaluate(model, params, seed, steps)
+        res["seconds"] = round(time.time() - t0, 1)
+        run.print(f"{name} seed {seed} ({steps} steps): {_fmt(res, unit)} ({res['seconds']} s)")
+        return model, params, res
+
+    def train_gbnf(seed, shock_max, tags):
+        model = model_for("gbnf")
         params, info = train_gbnf_vae(
             model,
             data.train,
             data.val,
             key=jax.random.PRNGKey(seed),
-            steps_per_component=cfg.gbnf_steps_per_component,
-            shock_max=cfg.shock_max,
+            steps_per_component=budget["gbnf_boost_steps_per_component"],
+            anneal_steps=budget["gbnf_anneal_steps_per_stage"],
+            shock_max=shock_max,
             regularization=cfg.regularization,
             finetune_steps=cfg.finetune_steps,
-            tags={"model": "gbnf", "seed": seed},
+            rho_steps=cfg.rho_steps,
+            tags=tags,
             **common,
         )
+        return model, params, info
+
+    results: dict[str, dict[int, dict]] = {}  # posterior -> seed -> result (equal steps)
+    at_gbnf: dict[str, dict[int, dict]] = {}  # the same at GBNF+'s total steps
+    shock: dict[int, dict] = {}
+    for part in parts:
+        for target, source in ((results, part["models"]), (at_gbnf, part["at_gbnf"])):
+            for name, by_seed in source.items():
+                target.setdefault(name, {}).update(by_seed)
+        shock.update(part["shock"])
+    long_steps = (
+        budget["gbnf_plus_total_steps"] if cfg.finetune_steps else budget["gbnf_total_steps"]
+    )
+    match = cfg.match_gbnf_budget and long_steps != cfg.steps
+    singles = [n for n in posteriors if n not in ("gbnf", "gbnf+")]
+    fitted = {}
+    for seed in cfg.seeds:
+        for name in singles:
+            model, params, res = train_single(name, seed, cfg.steps, {"model": name, "seed": seed})
+            results.setdefault(name, {})[seed] = res
+            fitted.setdefault(name, (model, params))
+            if match:
+                tags = {"model": name, "seed": seed, "budget": long_steps}
+                _, _, res = train_single(name, seed, long_steps, tags)
+                at_gbnf.setdefault(name, {})[seed] = res
+        if "gbnf" not in posteriors and "gbnf+" not in posteriors:
+            continue
+        t0 = time.time()
+        model, params, info = train_gbnf(seed, cfg.shock_max, {"model": "gbnf", "seed": seed})
         for label, p in (("gbnf", info.get("params_gbnf", params)), ("gbnf+", params)):
-            res = evaluate(model, p, seed)
+            steps = budget["gbnf_total_steps" if label == "gbnf" else "gbnf_plus_total_steps"]
+            res = evaluate(model, p, seed, steps)
+            res["seconds"] = round(time.time() - t0, 1)
             res["weights"] = model.posterior.gbnf(model.latent).weights(p["flow"]).round(3).tolist()
-            results.setdefault(label, []).append(res)
+            results.setdefault(label, {})[seed] = res
             fitted.setdefault(label, (model, p))
             run.print(
-                f"{label} seed {seed}: {_fmt(res, unit)} ({time.time() - t0:.1f} s); "
+                f"{label} seed {seed} ({steps} steps): {_fmt(res, unit)} ({res['seconds']} s); "
                 f"weights {res['weights']}"
             )
-        jumps = {"with_remedy": shock_jumps(info)}
+        jumps = {"seed": int(seed), "with_remedy": shock_jumps(info)}
         histories = {"with remedy": info}
         if cfg.shock_compare and seed == cfg.seeds[0]:
-            _, info0 = train_gbnf_vae(
-                model,
-                data.train,
-                data.val,
-                key=jax.random.PRNGKey(seed),
-                steps_per_component=cfg.gbnf_steps_per_component,
-                shock_max=0.0,
-                regularization=cfg.regularization,
-                finetune_steps=cfg.finetune_steps,
-                tags={"model": "gbnf-no-remedy", "seed": seed},
-                **common,
-            )
+            tags = {"model": "gbnf-no-remedy", "seed": seed}
+            _, _, info0 = train_gbnf(seed, 0.0, tags)
             jumps["without_remedy"] = shock_jumps(info0)
             histories["without remedy"] = info0
-        results.setdefault("_shock", []).append(jumps)
+        shock[int(seed)] = jumps
         run.print(f"decoder shock jumps (val -ELBO, nats) seed {seed}: {jumps}")
         if seed == cfg.seeds[0]:
             _shock_figure(run, histories, data.name)
 
-    _recon_figure(run, fitted, data)
-    summary = _summarise(results, data.name, unit)
+    if fitted:
+        _recon_figure(run, fitted, data)
+    summary = _summarise(results, data.name, unit, at_gbnf, long_steps, shock)
+    summary["budget"] = budget
+    summary["parts"] = list(cfg.merge)
     summary["data"] = data.source
     summary["unit"] = unit
     return summary
+
+
+def _load_part(path: str, cfg: VaeFlowsSettings) -> dict:
+    """Per-seed results of an earlier part (a run directory or its ``summary.json``), after
+    checking that its settings agree with ``cfg`` on everything but :data:`PART_KEYS`."""
+    directory = os.path.dirname(path) if path.endswith(".json") else path
+    files = [os.path.join(directory, f) for f in ("config.json", "summary.json")]
+    missing = [f for f in files if not os.path.exists(f)]
+    if missing:
+        raise FileNotFoundError(
+            f"setting 'merge': expected a vae-flows run directory with config.json and "
+            f"summary.json, {missing[0]} does not exist"
+        )
+    with open(files[0]) as f:
+        config = json.load(f)
+    with open(files[1]) as f:
+        summary = json.load(f)
+    if config.get("experiment", "vae-flows") != "vae-flows":
+        raise ValueError(
+            f"setting 'merge': {directory} is a run of {config['experiment']!r}, not vae-flows"
+        )
+    for key, value in dataclasses.asdict(cfg).items():
+        if key in PART_KEYS or key not in config:
+            continue
+        if _as_tuple(config[key]) != _as_tuple(value):
+            raise ValueError(
+                f"setting 'merge': {directory} was run with {key}={config[key]!r}, this run has "
+                f"{key}={value!r}; the parts of one table may differ only in {PART_KEYS}"
+            )
+
+    def by_seed(models):
+        return {
+            name: {int(r["seed"]): r for r in m["per_seed"]} for name, m in (models or {}).items()
+        }
+
+    shock = summary.get("checks", {}).get("shock_per_seed", [])
+    return {
+        "models": by_seed(summary.get("models")),
+        "at_gbnf": by_seed(summary.get("at_gbnf_budget", {}).get("models")),
+        "shock": {int(s["seed"]): s for s in shock if "seed" in s},
+    }
+
+
+def _as_tuple(v):
+    return tuple(_as_tuple(x) for x in v) if isinstance(v, (list, tuple)) else v
 
 
 def _fmt(res, unit):
@@ -310,58 +464,92 @@ def _ms(values):
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
-def _summarise(results, data_name, unit):
-    thesis = TABLE8.get(data_name, TABLE8["mnist"])
-    thesis_name = data_name if data_name in TABLE8 else "mnist"
-    base = results.get("gaussian")
-    base_nll = _ms([r["nll"] for r in base])[0] if base else None
-    rows, models = [], {}
-    for name, res in results.items():
-        if name.startswith("_"):
-            continue
+def _ordered(results):
+    order = list(LABELS)
+    return sorted(results, key=lambda n: order.index(n) if n in order else len(order))
+
+
+def _model_stats(results):
+    """Mean/std over seeds and the per-seed records (sorted by seed) of each posterior."""
+    models = {}
+    for name in _ordered(results):
+        res = [results[name][s] for s in sorted(results[name])]
         elbo, nll = _ms([r["neg_elbo"] for r in res]), _ms([r["nll"] for r in res])
-        label = LABELS.get(name, name)
-        row = {
-            "model": label,
-            f"-ELBO ({unit})": f"{elbo[0]:.2f} ± {elbo[1]:.2f}",
-            f"NLL ({unit})": f"{nll[0]:.2f} ± {nll[1]:.2f}",
-            "NLL <= -ELBO (all seeds)": all(r["nll"] <= r["neg_elbo"] for r in res),
-        }
-        if label in thesis:
-            (te, tes), (tn, tns) = thesis[label]
-            row[f"thesis {thesis_name} -ELBO"] = f"{te:.2f} ± {tes:.2f}"
-            row[f"thesis {thesis_name} NLL"] = f"{tn:.2f} ± {tns:.2f}"
-        rows.append(row)
         models[name] = {
             "neg_elbo_mean": elbo[0],
             "neg_elbo_std": elbo[1],
             "nll_mean": nll[0],
             "nll_std": nll[1],
+            "seeds": sorted(results[name]),
+            "steps": sorted({r.get("steps") for r in res}, key=str),
             "per_seed": res,
         }
-        if base_nll is not None and name != "gaussian":
-            models[name]["beats_vae_nll_every_seed"] = all(
-                r["nll"] < b["nll"] for r, b in zip(res, base, strict=False)
-            )
+    return models
+
+
+def _beats(results, a, b):
+    """Whether ``a``'s NLL is below ``b``'s on every seed both have (None: no common seed)."""
+    common = sorted(set(results.get(a, {})) & set(results.get(b, {})))
+    if not common:
+        return None
+    return all(results[a][s]["nll"] < results[b][s]["nll"] for s in common)
+
+
+def _summarise(results, data_name, unit, at_gbnf=None, long_steps=None, shock=None):
+    thesis = TABLE8.get(data_name, TABLE8["mnist"])
+    thesis_name = data_name if data_name in TABLE8 else "mnist"
+    models = _model_stats(results)
+    long_models = _model_stats(at_gbnf or {})
+    rows = []
+    for name, m in models.items():
+        label = LABELS.get(name, name)
+        row = {
+            "model": label,
+            "seeds": len(m["seeds"]),
+            "steps": m["steps"][0] if len(m["steps"]) == 1 else m["steps"],
+            f"-ELBO ({unit})": f"{m['neg_elbo_mean']:.2f} ± {m['neg_elbo_std']:.2f}",
+            f"NLL ({unit})": f"{m['nll_mean']:.2f} ± {m['nll_std']:.2f}",
+            "NLL <= -ELBO (all seeds)": all(r["nll"] <= r["neg_elbo"] for r in m["per_seed"]),
+        }
+        if long_models:
+            col = f"NLL ({unit}) at GBNF's budget ({long_steps} steps)"
+            lm = long_models.get(name)
+            if name in ("gbnf", "gbnf+"):
+                row[col] = "(its own budget)"
+            else:
+                row[col] = f"{lm['nll_mean']:.2f} ± {lm['nll_std']:.2f}" if lm else "-"
+        if label in thesis:
+            (te, tes), (tn, tns) = thesis[label]
+            row[f"thesis {thesis_name} -ELBO"] = f"{te:.2f} ± {tes:.2f}"
+            row[f"thesis {thesis_name} NLL"] = f"{tn:.2f} ± {tns:.2f}"
+        rows.append(row)
+        if "gaussian" in results and name != "gaussian":
+            m["beats_vae_nll_every_seed"] = _beats(results, name, "gaussian")
     checks = {}
     if "gbnf" in results and "realnvp" in results:
-        g, r = results["gbnf"], results["realnvp"]
-        checks["gbnf_beats_realnvp_nll_every_seed"] = all(
-            a["nll"] < b["nll"] for a, b in zip(g, r, strict=False)
-        )
-    if "gbnf+" in results:
+        checks["gbnf_beats_realnvp_nll_every_seed"] = _beats(results, "gbnf", "realnvp")
+    if "gbnf+" in results and "gbnf" in results:
+        common = sorted(set(results["gbnf+"]) & set(results["gbnf"]))
         checks["gbnf_plus_not_worse_nll_every_seed"] = all(
-            a["nll"] <= b["nll"] + 0.05
-            for a, b in zip(results["gbnf+"], results["gbnf"], strict=False)
+            results["gbnf+"][s]["nll"] <= results["gbnf"][s]["nll"] + 0.05 for s in common
         )
-    shock = results.get("_shock", [])
-    if shock:
-        w = [j for s in shock for j in s["with_remedy"]]
+    if "gaussian" in results:
+        checks["flows_below_vae_nll"] = {
+            n: m["nll_mean"] < models["gaussian"]["nll_mean"]
+            for n, m in models.items()
+            if n != "gaussian"
+        }
+    per_seed = [shock[s] for s in sorted(shock or {})]
+    if per_seed:
+        w = [j for s in per_seed for j in s["with_remedy"]]
         checks["shock_jump_with_remedy_mean"] = float(np.mean(w)) if w else None
-        wo = [j for s in shock for j in s.get("without_remedy", [])]
+        wo = [j for s in per_seed for j in s.get("without_remedy", [])]
         checks["shock_jump_without_remedy_mean"] = float(np.mean(wo)) if wo else None
-        checks["shock_per_seed"] = shock
-    return {"models": models, "checks": checks, "comparison": rows}
+        checks["shock_per_seed"] = per_seed
+    out = {"models": models, "checks": checks, "comparison": rows}
+    if long_models:
+        out["at_gbnf_budget"] = {"steps": long_steps, "models": long_models}
+    return out
 
 
 def _shock_figure(run, histories, data_name):

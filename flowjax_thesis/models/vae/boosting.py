@@ -414,6 +414,65 @@ def train_gbnf_vae(
     return params, info
 
 
+BUDGETS = ("shared", "per_component")
+
+
+def split_budget(
+    steps: int,
+    anneal_steps: int,
+    num_components: int,
+    finetune_steps: int = 0,
+    rho_steps: int = 100,
+    mode: str = "shared",
+) -> dict:
+    """GBNF's schedule from a total training budget of ``steps`` (what every single posterior
+    gets).
+
+    ``mode="shared"``: the ``C`` components share the budget: ``C`` boosting stages of ``(steps -
+    C * finetune_steps) // C`` steps (KL annealed over the same fraction of the stage as
+    ``anneal_steps`` is of ``steps``) and ``C`` fine-tuning stages of ``finetune_steps``, so
+    GBNF+ trains (up to rounding) ``steps`` and GBNF, the run before fine-tuning, ``C *
+    finetune_steps`` fewer. ``mode="per_component"``: the thesis's schedule, each boosting stage
+    gets ``steps`` (GBNF trains ``C`` times longer than the others). Algorithm 1's
+    ``rho_steps`` per component train the weight alone and are not counted.
+    """
+    c, f = int(num_components), int(finetune_steps)
+    if mode == "shared":
+        boost = (steps - c * f) // c
+        if boost < 1:
+            raise ValueError(
+                f"setting 'steps' ({steps}) must exceed gbnf_components * finetune_steps "
+                f"({c} * {f}) when gbnf_budget='shared': the components share the budget"
+            )
+        anneal = int(round(anneal_steps * boost / steps))
+        split = (
+            f"shared: {c} boosting stages of {boost} steps (KL annealed over {anneal}) + "
+            f"{c} fine-tuning stages of {f} steps = {c * (boost + f)} steps for GBNF+ "
+            f"(budget {steps}); GBNF is the same run before fine-tuning ({c * boost} steps)"
+        )
+    elif mode == "per_component":
+        boost, anneal = int(steps), int(anneal_steps)
+        split = (
+            f"per_component (the thesis's schedule): {c} boosting stages of {boost} steps each "
+            f"+ {c} fine-tuning stages of {f} steps = {c * (boost + f)} steps for GBNF+, "
+            f"{c * boost} for GBNF, against {steps} for every other posterior"
+        )
+    else:
+        raise ValueError(f"setting 'gbnf_budget' must be one of {BUDGETS}, got {mode!r}")
+    return {
+        "split": split,
+        "steps_every_other_posterior": int(steps),
+        "gbnf_boost_steps_per_component": boost,
+        "gbnf_anneal_steps_per_stage": anneal,
+        "gbnf_finetune_steps_per_component": f,
+        "gbnf_total_steps": c * boost,
+        "gbnf_plus_total_steps": c * (boost + f),
+        "gbnf_rho_steps_per_component": int(rho_steps),
+        "rho_steps_note": "Algorithm 1 trains the new component's weight alone (no network "
+        "parameter); not counted in the budget",
+    }
+
+
 def shock_jumps(info: dict, window: float = 0.25) -> list[float]:
     """Decoder-shock jump at each boosting boundary: the peak validation -ELBO in the first
     ``window`` fraction of a stage minus the last value of the previous stage (nats)."""

@@ -1,10 +1,12 @@
-"""Boosts a small GBNF on fixed data and saves its final params; run by test_gbnf.py.
+"""Boosts a small GBNF on fixed data on one device (no mesh) and on a 4-device mesh and saves
+both results; run by test_gbnf.py in one process with 4 simulated devices
+(``XLA_FLAGS=--xla_force_host_platform_device_count=4``).
 
-    python tests/gbnf_worker.py OUT.npz [--mesh]
+    python tests/gbnf_worker.py OUT.npz
 
 Two components (the second trained against the first on the boosted objective) and its weight
 fitted by Algorithm 1 (projected SGD on held-out minibatches), so both transitions of a density
-boosting run go through the engine on the mesh when ``--mesh`` is given.
+boosting run go through the engine on the mesh.
 """
 
 import sys
@@ -18,7 +20,7 @@ from flowjax_thesis.models.gbnf import GBNF, boost_density
 from flowjax_thesis.train import data_mesh
 
 
-def main(out: str, use_mesh: bool) -> None:
+def boost(mesh):
     rng = np.random.default_rng(0)
     centres = np.array([[-2.0, 0.0], [2.0, 0.5]], np.float32)
     data = centres[rng.integers(0, 2, 384)] + 0.4 * rng.normal(size=(384, 2)).astype(np.float32)
@@ -33,11 +35,21 @@ def main(out: str, use_mesh: bool) -> None:
         optimizer=optax.adam(1e-2),
         rho_method="sgd",
         rho_steps=10,
-        mesh=data_mesh() if use_mesh else None,
+        mesh=mesh,
     )
-    leaves = [np.asarray(x) for x in jax.tree.leaves(params)]
-    np.savez(out, *leaves, devices=len(jax.devices()), rho=info["stages"][1]["rho"])
+    return [np.asarray(x) for x in jax.tree.leaves(params)], info["stages"][1]["rho"]
+
+
+def main(out: str) -> None:
+    devices = jax.devices()
+    assert len(devices) == 4, f"run with 4 simulated devices, got {len(devices)}"
+    arrays = {}
+    for name, mesh in (("one", None), ("four", data_mesh(devices))):
+        leaves, rho = boost(mesh)
+        arrays[f"{name}_rho"] = rho
+        arrays.update({f"{name}_{i}": a for i, a in enumerate(leaves)})
+    np.savez(out, **arrays)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], "--mesh" in sys.argv[2:])
+    main(sys.argv[1])

@@ -353,3 +353,21 @@ def test_reproduce_dry_run_exit_status(capsys):
     captured = capsys.readouterr()
     assert "cannot run (missing data): vae-flows" in captured.err
     assert "vi-planar-ring               ready" in captured.out
+
+
+@pytest.mark.e2e
+def test_reproduce_records_the_data_and_marks_stand_ins(tmp_path):
+    from flowjax_thesis.cli import main
+
+    root = tmp_path / "rep"
+    assert (
+        main(["reproduce", "--profile", "smoke", "--only", "gbnf-tabular", "--out", str(root)]) == 0
+    )
+    summary = json.loads((root / "gbnf-tabular" / "summary.json").read_text())
+    assert summary["data"]["name"] == "breast_cancer" and summary["data"]["stand_in"] is True
+    assert "power not available offline" in summary["data"]["source"]
+    report = (root / "report.md").read_text()
+    assert (
+        "**Stand-in data** (offline replacements, not the source's data sets): `gbnf-tabular`"
+        in report
+    )

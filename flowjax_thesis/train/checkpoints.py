@@ -8,11 +8,24 @@ complete, so a run killed while saving leaves the older checkpoints intact.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 
 import jax
 import orbax.checkpoint as ocp
+
+
+class _QuietSaves(logging.Filter):
+    """Drops orbax's "Waiting for previous save to complete took N seconds" warning: saves here
+    are synchronous by design (``save`` waits for each one), so the wait is expected, and the
+    line would otherwise repeat at every checkpoint of a loaded machine's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Waiting for previous save to complete" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_QuietSaves())
 
 
 class CheckpointError(RuntimeError):

@@ -106,8 +106,12 @@ def boost_density(
 
     Starts from ``params`` (or a fresh init) and trains every component that is not active yet,
     so calling it again after :meth:`GBNF.grow` adds components and continues. ``reweight``
-    (see :func:`~flowjax_thesis.models.gbnf.losses.density_loss`) defaults to ``"boosted"`` for
-    additive and ``"resample"`` (eq. 4.13) for multiplicative boosting. Each stage runs ``steps``
+    (see :func:`~flowjax_thesis.models.gbnf.losses.density_loss`): ``"resample"`` (eq. 4.13) is
+    the thesis's rule (``THESIS_RULE``), ``"frank_wolfe"`` the Frank-Wolfe step (4.8) with the
+    entropy weight ``regularization`` (lambda of 4.9); the default is our variant
+    ``"boosted"`` (the mixture NLL 4.6 at rho = 1/c; better held-out NLL in our measurements,
+    ``docs/results/gbnf-toy-density``) for additive and ``"resample"`` for multiplicative
+    boosting. Each stage runs ``steps``
     steps of ``optimizer`` (``optax.adam(1e-3)``) on minibatches of ``batch_size``; then ``rho``
     is fitted on ``val_data`` (if None, the last 10% of ``data`` is held out). Pass the same
     ``optimizer`` object to several calls to reuse the compiled steps. Every training

@@ -384,19 +384,24 @@ def dry_run_all(names: list[str], profile: str, overrides: dict) -> int:
     run."""
     records = []
     for name in names:
-        record = dry_run_experiment(name, profile, overrides)
-        print(format_plan(record) + "\n", flush=True)
+        try:
+            record = dry_run_experiment(name, profile, overrides)
+            print(format_plan(record) + "\n", flush=True)
+        except Exception as err:  # keep planning the others; this one cannot run
+            record = {"experiment": name, "ready": False, "training": None}
+            record |= {"estimate_hours": None, "missing": None}
+            print(f"== plan: {name}: failed: {type(err).__name__}: {one_line(err)}\n", flush=True)
         records.append(record)
     print(f"{'experiment':28s} {'status':12s} {'first training':>16s} {'whole (rough)':>14s}")
     for r in records:
         first = r["training"]["estimate_seconds"] / 3600 if r["training"] else None
         cells = [f"{first:.3g} h" if first is not None else "-"]
         cells.append(f"{r['estimate_hours']:.3g} h" if r["estimate_hours"] is not None else "-")
-        status = "ready" if r["ready"] else "MISSING DATA"
+        status = "ready" if r["ready"] else ("MISSING DATA" if r["missing"] else "FAILED")
         print(f"{r['experiment']:28s} {status:12s} {cells[0]:>16s} {cells[1]:>14s}")
     blocked = [r["experiment"] for r in records if not r["ready"]]
     if blocked:
-        print(f"cannot run (missing data): {', '.join(blocked)}", file=sys.stderr)
+        print(f"cannot run (missing data or failed): {', '.join(blocked)}", file=sys.stderr)
         return 1
     return 0
 

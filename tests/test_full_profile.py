@@ -351,7 +351,7 @@ def test_reproduce_dry_run_exit_status(capsys):
     only = ["reproduce", "--profile", "full", "--dry-run", "--only"]
     assert main(only + ["vae-flows", "vi-planar-ring"]) == 1  # mnist is missing
     captured = capsys.readouterr()
-    assert "cannot run (missing data): vae-flows" in captured.err
+    assert "cannot run (missing data or failed): vae-flows" in captured.err
     assert "vi-planar-ring               ready" in captured.out
 
 

@@ -68,9 +68,19 @@ def image_psr_flow(
     dense_blocks: int = 2,
     cond_hidden: Sequence[int] = (32,),
     scale_bound: float = 2.0,
+    embedding_channels: int = 0,
 ) -> Flow:
-    """The conditional multi-scale PSR flow (see the module docstring)."""
+    """The conditional multi-scale PSR flow (see the module docstring).
+
+    ``embedding_channels > 0``: the context is the LR image with that many channels of a learned
+    embedding appended, ``(H/scale, W/scale, C + embedding_channels)`` (the shared embedding of
+    :class:`~flowjax_thesis.models.psr.joint.JointPSR`, which builds that context).
+    """
     hr_shape = tuple(int(s) for s in hr_shape)
+    if isinstance(embedding_channels, bool) or not isinstance(embedding_channels, int):
+        raise TypeError(f"embedding_channels must be an int, got {embedding_channels!r}")
+    if embedding_channels < 0:
+        raise ValueError(f"embedding_channels must be >= 0, got {embedding_channels}")
     if len(hr_shape) != 3:
         raise ValueError(f"hr_shape must be (H, W, C), got {hr_shape}")
     h, w, c = hr_shape
@@ -90,7 +100,8 @@ def image_psr_flow(
         levels = tuple((steps("channel"),) for _ in range(num_levels))
         layers.append(AtScale(MultiScale(levels=levels), tuple(range(1, num_levels + 1))))
     encoder = ImageFeatures(sizes, features, encoder_features, growth, dense_layers, dense_blocks)
-    return Flow((Encoded(Chain(tuple(layers)), encoder),), hr_shape, (h // scale, w // scale, c))
+    lr_shape = (h // scale, w // scale, c + embedding_channels)
+    return Flow((Encoded(Chain(tuple(layers)), encoder),), hr_shape, lr_shape)
 
 
 def psr_scale(flow: Flow) -> int:

@@ -8,10 +8,21 @@
 - ``compressive-depth`` (Figure 20): bits/dim against the number of bijective steps per scale
   before one compression step at 75% compression (PPCA and VAE).
 
-Offline the data is scikit-learn's 8x8 digits (17 grey levels, D = 64), so absolute bits/dim
-are not comparable with the thesis's MNIST/CIFAR-10 numbers; the comparisons between models are.
+``data``: ``mnist`` / ``fashion-mnist`` (the cache of ``flowjax-thesis data get``) or
+scikit-learn's 8x8 ``digits`` (17 grey levels, D = 64; the default, whose bits/dim are not
+comparable with the thesis's MNIST/CIFAR-10 numbers).
+
+**Matched capacity.** A compressed flow carries its compressive step's parameters on top of the
+bijective flow, so the uncompressed flow of the same width is also the smaller model. Both
+experiments add ``No compression (matched)``: the uncompressed flow whose coupling width gives it
+the parameter count of the VAE-compressed model (within 10%,
+:func:`~flowjax_thesis.models.compressive.matched_width`), and compare the two in both directions
+(``vs_matched``: the relative difference, whether the compressed flow is within 10%, and which
+is better). Parameter counts are in every row.
+
 PPCA steps are trained with closed-form mini-batch updates alternating with gradient steps on the
-flow (dual-base objective, alpha annealed over ``anneal_steps``); everything else by gradients
+flow (dual-base objective eq. 5.6 while alpha is annealed over ``anneal_steps``, then the exact
+eq. 5.5); everything else by gradients
 (Adamax with a linear warm-up, as in section 5.5.1.1). Test bits/dim are upper bounds: one
 uniform dequantisation draw per image and, for VAE steps, an importance-weighted bound with
 ``eval_samples`` draws (``test_bpd_elbo`` is the single-sample ELBO).
@@ -28,7 +39,7 @@ import optax
 
 from flowjax_thesis.data.images import load_images
 from flowjax_thesis.experiments import register
-from flowjax_thesis.models.compressive import num_params
+from flowjax_thesis.models.compressive import capacity_gap, count_params, matched_width, num_params
 from flowjax_thesis.models.compressive.images import (
     ImageModel,
     build_flow,
@@ -44,21 +55,27 @@ def _optimizer(cfg):
     return optax.chain(optax.clip_by_global_norm(100.0), optax.adamax(schedule))
 
 
-def train_and_evaluate(
-    data, compression: str, latent_size, cfg: CompressiveSettings, run=None, label=None
-):
-    """Builds, trains and evaluates one model; returns a dict of results (bits/dim on test)."""
-    steps_per_level = cfg.steps_per_level
-    flow = build_flow(
+def _build(data, compression, latent_size, cfg, width=None):
+    return build_flow(
         data.image_shape,
         compression,
         latent_size,
-        steps_per_level=steps_per_level,
+        steps_per_level=cfg.steps_per_level,
         levels=cfg.levels,
-        width=cfg.width,
+        width=cfg.width if width is None else width,
         vae_hidden=cfg.vae_hidden,
         conv_vae_width=cfg.conv_vae_width,
     )
+
+
+def train_and_evaluate(
+    data, compression: str, latent_size, cfg: CompressiveSettings, run=None, label=None,
+    width: int | None = None,
+):  # fmt: skip
+    """Builds, trains and evaluates one model; returns a dict of results (bits/dim on test).
+    ``width`` overrides ``cfg.width`` (the matched-capacity uncompressed flow)."""
+    steps_per_level = cfg.steps_per_level
+    flow = _build(data, compression, latent_size, cfg, width)
     model = ImageModel(flow, data.num_bins, cfg.dequantization)
     key = jax.random.PRNGKey(cfg.seed)
     k_init, k_fit, k_eval = jax.random.split(key, 3)
@@ -89,6 +106,7 @@ def train_and_evaluate(
         "latent_size": flow.latent_size,
         "compression_ratio": round(flow.compression, 4),
         "steps_per_level": steps_per_level,
+        "width": cfg.width if width is None else width,
         "num_params": num_params(params),
         "test_bpd": model.evaluate(params, test, k_eval, num_samples=cfg.eval_samples),
         "exact": flow.exact,
@@ -111,6 +129,43 @@ def _data(cfg, run):
     data = load_images(cfg.data, seed=cfg.seed)
     run.print(f"data: {data.source}")
     return data
+
+
+def matched_uncompressed(data, cfg, target_label: str, target_latent: int, run=None) -> dict:
+    """Trains the uncompressed flow whose parameter count matches the VAE-compressed model at
+    ``target_latent`` (within 10%) and records the match."""
+    target = count_params(_build(data, "vae", target_latent, cfg))
+    width, _ = matched_width(data.image_shape, target, cfg.levels, cfg.steps_per_level)
+    out = train_and_evaluate(data, "none", None, cfg, run, "No compression (matched)", width)
+    out["matched_to"] = target_label
+    out["matched_to_params"] = target
+    out["capacity_gap"] = round(capacity_gap(out["num_params"], target), 4)
+    if run is not None:
+        run.print(
+            f"matched capacity: uncompressed width {width}, {out['num_params']} params vs "
+            f"{target} of {target_label} (gap {out['capacity_gap']:.1%})"
+        )
+    return out
+
+
+def versus(compressed: dict, uncompressed: dict) -> dict:
+    """Both directions of a compressed-vs-uncompressed comparison (bits/dim, lower is
+    better), with the parameter counts and their relative gap."""
+    c, u = compressed["test_bpd"], uncompressed["test_bpd"]
+    rel = (c - u) / u
+    return {
+        "compressed_bpd": c,
+        "uncompressed_bpd": u,
+        "relative_difference": round(rel, 4),
+        "compressed_within_10pct": bool(abs(rel) <= 0.10),
+        "compressed_better": bool(c < u),
+        "uncompressed_better": bool(u < c),
+        "compressed_params": compressed["num_params"],
+        "uncompressed_params": uncompressed["num_params"],
+        "capacity_gap": round(
+            capacity_gap(compressed["num_params"], uncompressed["num_params"]), 4
+        ),
+    }
 
 
 @dataclass(frozen=True)
@@ -140,26 +195,35 @@ class CompressiveLatentSweepSettings(CompressiveSettings):
 
     latent_sizes: tuple[int, ...] = (16,)
     methods: tuple[str, ...] = ("ppca", "vae")
+    matched_latent_size: int = 0  # the VAE model the uncompressed flow is matched to (0: largest)
 
 
 COMPRESSIVE_LATENT_SWEEP_SMOKE = CompressiveLatentSweepSettings()
+# cpu: MNIST (data get mnist) sized for about 20 minutes on the shared 2-core machine: short
+# trainings of small models (the VAE step (32, 16) wide, so that the matched uncompressed flow
+# stays affordable: conv parameters cost H*W times their count in compute, dense ones once)
 COMPRESSIVE_LATENT_SWEEP_CPU = replace(
     COMPRESSIVE_LATENT_SWEEP_SMOKE,
-    steps=3000,
+    data="mnist",
+    steps=300,
+    warmup_steps=100,
     steps_per_level=2,
     levels=2,
-    width=32,
-    vae_hidden=(512, 256),
-    conv_vae_width=32,
-    anneal_steps=1000,
-    eval_samples=16,
-    n_test=0,
-    latent_sizes=(4, 8, 16, 32, 48),
-    methods=("ppca", "linear_vae", "vae"),
+    width=16,
+    vae_hidden=(32, 16),
+    conv_vae_width=16,
+    anneal_steps=150,
+    eval_samples=4,
+    n_test=1000,
+    latent_sizes=(12, 49, 196),
+    methods=("ppca", "vae"),
 )
 COMPRESSIVE_LATENT_SWEEP_FULL = replace(
     COMPRESSIVE_LATENT_SWEEP_CPU,
-    data="mnist",
+    vae_hidden=(512, 256),
+    conv_vae_width=32,
+    n_test=0,
+    methods=("ppca", "linear_vae", "vae"),
     dequantization="variational",  # thesis 5.5.1.1: variational dequantization
     steps=562_500,
     warmup_steps=5000,
@@ -189,6 +253,9 @@ def latent_sweep(cfg: CompressiveLatentSweepSettings, run) -> dict:
     D = math.prod(data.image_shape)
     baseline = train_and_evaluate(data, "none", None, cfg, run, "none")
     results = {"none": baseline}
+    target = cfg.matched_latent_size or max(cfg.latent_sizes)
+    matched = matched_uncompressed(data, cfg, f"vae_d{target}", target, run)
+    results["none_matched"] = matched
     for method in cfg.methods:
         for d in cfg.latent_sizes:
             results[f"{method}_d{d}"] = train_and_evaluate(data, method, d, cfg, run)
@@ -199,12 +266,32 @@ def latent_sweep(cfg: CompressiveLatentSweepSettings, run) -> dict:
         ds = cfg.latent_sizes
         ax.plot(ds, [results[f"{method}_d{d}"]["test_bpd"] for d in ds], "o-", label=method)
     ax.axhline(baseline["test_bpd"], ls="--", c="k", label=f"no compression (latent {D})")
+    ax.axhline(
+        matched["test_bpd"], ls=":", c="k",
+        label=f"no compression, matched capacity ({matched['num_params']:,} params)",
+    )  # fmt: skip
     ax.set_xlabel("latent size")
     ax.set_ylabel("test bits/dim")
     ax.set_title(f"{data.name}: bits/dim vs latent size")
     ax.legend()
     run.save_figure(fig, "latent_sweep")
     summary = {"data": data.source, "results": results}
+    summary["vs_matched"] = {
+        k: versus(r, matched)
+        for k, r in results.items()
+        if k.startswith(tuple(f"{m}_d" for m in cfg.methods))
+    }
+    summary["vs_same_width"] = {
+        k: versus(r, baseline)
+        for k, r in results.items()
+        if k.startswith(tuple(f"{m}_d" for m in cfg.methods))
+    }
+    for k, v in summary["vs_matched"].items():
+        run.print(
+            f"{k} vs matched uncompressed: {v['compressed_bpd']:.4f} vs {v['uncompressed_bpd']:.4f}"
+            f" bits/dim ({v['relative_difference']:+.1%}), params {v['compressed_params']:,} vs "
+            f"{v['uncompressed_params']:,} (gap {v['capacity_gap']:.1%})"
+        )
     summary["comparison"] = [
         {
             "model": k,
@@ -227,22 +314,26 @@ class CompressiveArchitecturesSettings(CompressiveSettings):
 
 
 COMPRESSIVE_ARCHITECTURES_SMOKE = CompressiveArchitecturesSettings()
-COMPRESSIVE_ARCHITECTURES_CPU = replace(
+COMPRESSIVE_ARCHITECTURES_CPU = replace(  # MNIST, about 20 minutes here (see the sweep's)
     COMPRESSIVE_ARCHITECTURES_SMOKE,
-    steps=3000,
+    data="mnist",
+    steps=400,
+    warmup_steps=100,
     steps_per_level=2,
     levels=2,
-    width=32,
-    vae_hidden=(512, 256),
-    conv_vae_width=32,
-    anneal_steps=1000,
-    eval_samples=16,
-    n_test=0,
-    latent_size=4,
+    width=16,
+    vae_hidden=(32, 16),
+    conv_vae_width=16,
+    anneal_steps=150,
+    eval_samples=4,
+    n_test=1000,
+    latent_size=49,
 )
 COMPRESSIVE_ARCHITECTURES_FULL = replace(
     COMPRESSIVE_ARCHITECTURES_CPU,
-    data="mnist",
+    vae_hidden=(512, 256),
+    conv_vae_width=32,
+    n_test=0,
     dequantization="variational",  # thesis 5.5.1.1: variational dequantization
     steps=562_500,
     warmup_steps=5000,
@@ -295,6 +386,7 @@ def architectures(cfg: CompressiveArchitecturesSettings, run) -> dict:
         name: train_and_evaluate(data, comp, size, cfg, run, name)
         for name, (comp, size) in rows.items()
     }
+    results["No compression (matched)"] = matched_uncompressed(data, cfg, "VAE Compression", d, run)
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
@@ -307,6 +399,19 @@ def architectures(cfg: CompressiveArchitecturesSettings, run) -> dict:
     ax.set_ylim(0.9 * lo, None)
     run.save_figure(fig, "architectures")
     summary = {"data": data.source, "results": results}
+    matched, same = results["No compression (matched)"], results["No compression"]
+    summary["vs_matched"] = {
+        n: versus(r, matched) for n, r in results.items() if not n.startswith("No compression")
+    }
+    summary["vs_same_width"] = {
+        n: versus(r, same) for n, r in results.items() if not n.startswith("No compression")
+    }
+    for n, v in summary["vs_matched"].items():
+        run.print(
+            f"{n} vs matched uncompressed: {v['compressed_bpd']:.4f} vs {v['uncompressed_bpd']:.4f}"
+            f" bits/dim ({v['relative_difference']:+.1%}), params {v['compressed_params']:,} vs "
+            f"{v['uncompressed_params']:,} (gap {v['capacity_gap']:.1%})"
+        )
     summary["comparison"] = [
         {
             "model": n,

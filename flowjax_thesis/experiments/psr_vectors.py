@@ -2,10 +2,12 @@
 
 Exact 2-D teachers (:mod:`flowjax_thesis.models.teachers`) generate ``y``; the LR input is
 ``x = quantize(y1)``. Students: the vector PSR flow (at temperatures 0 and 0.8), a Gaussian process
-with a Matern kernel (scikit-learn) and an MC-dropout network (flax). Metrics: RMSE of the point
-prediction (PSR: a sample at the temperature, so at tau=0 ``f(0; x)``; GP: predictive mean;
-dropout: MC mean) and the EMD between teacher samples and student samples for the same inputs;
-the correlation of student and teacher conditional log-likelihoods (Figure 25).
+with a Matern kernel (scikit-learn), a concrete-dropout network (Gal, Hron & Kendall 2017: learned
+per-layer rates; the thesis's "Dropout" row) and, as an extra row, a fixed-rate MC-dropout network
+(``dropout_rate``). Metrics: RMSE of the point prediction (PSR: a sample at the temperature, so at
+tau=0 ``f(0; x)``; GP: predictive mean; dropout: MC mean) and the EMD between teacher samples
+and student samples for the same inputs; the correlation of student and teacher conditional
+log-likelihoods (Figure 25).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 from flowjax_thesis.experiments import register
 from flowjax_thesis.flows import Flow
 from flowjax_thesis.models.psr import (
+    ConcreteDropoutStudent,
     DropoutStudent,
     GPStudent,
     emd,
@@ -90,6 +93,8 @@ class Students:
     psr: Transition
     dropout: DropoutStudent
     dropout_step: Transition
+    concrete: ConcreteDropoutStudent
+    concrete_step: Transition
 
     @classmethod
     def build(cls, cfg: PsrStudentTeacherSettings) -> Students:
@@ -103,7 +108,12 @@ class Students:
         )
         dropout = DropoutStudent(2, cfg.hidden, cfg.dropout_rate)
         dropout_step = gradient_transition(dropout.loss, psr_optimizer(cfg.lr, cfg.steps))
-        return cls(flow, psr, dropout, dropout_step)
+        concrete = ConcreteDropoutStudent(
+            2, cfg.hidden, cfg.dropout_rate, n_train=cfg.n_train,
+            length_scale=cfg.concrete_length_scale,
+        )  # fmt: skip
+        concrete_step = gradient_transition(concrete.loss, psr_optimizer(cfg.lr, cfg.steps))
+        return cls(flow, psr, dropout, dropout_step, concrete, concrete_step)
 
 
 def run_student_teacher_density(
@@ -161,22 +171,29 @@ def run_student_teacher_density(
     out["samples"]["GP"] = gp.sample(rng, x_test)
     out["times"]["gp"] = time.time() - t0
 
-    # -- MC dropout -------------------------------------------------------------------------
-    t0 = time.time()
-    drop = students.dropout
-    dparams = train_psr(
-        students.dropout_step, drop.init(k_drop, 1), (y_train, x_train), key=k_drop,
-        steps=cfg.steps, batch_size=cfg.batch_size, run=run,
-        tags={"model": "dropout", "density": name},
-    ).state.params  # fmt: skip
-    kd1, kd2 = jax.random.split(k_drop)
-    drop_mean = np.asarray(drop.predict(dparams, kd1, x_test))
-    out["samples"]["Dropout"] = np.asarray(drop.sample(dparams, kd2, x_test))
-    out["times"]["dropout"] = time.time() - t0
+    # -- concrete dropout (the thesis's baseline) and fixed-rate MC dropout ----------------------
+    means = {}
+    mc_label = f"MC dropout p={cfg.dropout_rate:g}"
+    for label, drop, step, tag in (
+        ("Dropout", students.concrete, students.concrete_step, "concrete-dropout"),
+        (mc_label, students.dropout, students.dropout_step, "mc-dropout"),
+    ):
+        t0 = time.time()
+        dparams = train_psr(
+            step, drop.init(k_drop, 1), (y_train, x_train), key=k_drop, steps=cfg.steps,
+            batch_size=cfg.batch_size, run=run, tags={"model": tag, "density": name},
+        ).state.params  # fmt: skip
+        kd1, kd2 = jax.random.split(k_drop)
+        means[label] = np.asarray(drop.predict(dparams, kd1, x_test))
+        out["samples"][label] = np.asarray(drop.sample(dparams, kd2, x_test))
+        out["times"][tag] = time.time() - t0
+        if isinstance(drop, ConcreteDropoutStudent):
+            out["concrete_rates"] = drop.rates(dparams)
 
     # -- metrics ----------------------------------------------------------------------------
     points = {
-        "Dropout": drop_mean,
+        "Dropout": means["Dropout"],
+        mc_label: means[mc_label],
         "GP": gp_mean,
         "PSR NF tau=0": psr0,
         f"PSR NF tau={cfg.temperature}": psr8,
@@ -261,6 +278,7 @@ class PsrStudentTeacherSettings:
     hidden: tuple[int, ...] = (32, 32)
     features: int = 8
     gp_n: int = 150
+    concrete_length_scale: float = 1e-4
 
 
 PSR_STUDENT_TEACHER_SMOKE = PsrStudentTeacherSettings()
@@ -292,8 +310,8 @@ PSR_STUDENT_TEACHER_FULL = replace(
 
 @register(
     "psr-student-teacher",
-    description="Chapter 6 Table 11: PSR flow vs GP (Matern) and MC dropout on exact 2-D "
-    "teachers; RMSE, EMD, likelihood correlation (Figures 24-25).",
+    description="Chapter 6 Table 11: PSR flow vs GP (Matern) and concrete dropout (plus fixed-rate "
+    "MC dropout) on exact 2-D teachers; RMSE, EMD, likelihood correlation (Figures 24-25).",
     paper={
         "table": "Table 11 (RMSE / EMD)",
         **{
@@ -370,6 +388,7 @@ def psr_student_teacher(cfg: PsrStudentTeacherSettings, run) -> dict:
             for n, r in results.items()
         },
         "seconds": {n: r["times"] for n, r in results.items()},
+        "concrete_dropout_rates": {n: r.get("concrete_rates") for n, r in results.items()},
     }
-    run.print(f"PSR at tau={cfg.temperature} has lower EMD than GP and dropout: {check}")
+    run.print(f"PSR at tau={cfg.temperature} has lower EMD than GP and concrete dropout: {check}")
     return summary

@@ -2,8 +2,9 @@
 (:class:`flowjax_thesis.data.images.GreyImages`: ``train``/``val``/``test`` integer arrays
 ``(N, H, W, C)``, ``num_bins`` intensity levels, a ``source`` sentence saying which data were used).
 
-``digits``, ``mnist`` and ``cifar10`` come from :func:`flowjax_thesis.data.images.load_images`
-(files in the data directory, nothing downloaded). ``svhn``, ``celeba`` and ``imagenet64`` are
+``digits``, ``mnist``, ``fashion-mnist`` and ``cifar10`` come from
+:func:`flowjax_thesis.data.images.load_images` (files in the data directory, nothing downloaded).
+``svhn``, ``celeba`` and ``imagenet64`` are
 read through TensorFlow Datasets when it is installed and the data are already prepared in its
 data directory. Any data set that is not available falls back to scikit-learn's 8x8 digits
 (1797 images, 17 grey levels), and ``source`` says so; experiments print it.
@@ -21,7 +22,7 @@ TFDS_NAMES = {
     "celeba": "celeb_a",
     "imagenet64": "downsampled_imagenet/64x64",
 }
-NAMES = ("digits", "mnist", "cifar10") + tuple(TFDS_NAMES)
+NAMES = ("digits", "mnist", "fashion-mnist", "cifar10") + tuple(TFDS_NAMES)
 
 
 def _load_tfds(name: str, max_examples: int | None):

@@ -1,5 +1,5 @@
 """Tests of flowjax_thesis.bayes: exact posteriors, families, objectives, diagnostics, NUTS,
-the bayes-vi experiment and notebook 07.
+the bayes-vi experiment (notebook 07 runs in tests/test_e2e.py).
 
 Core tests (models, families, objectives) need neither ArviZ nor NumPyro; the others skip
 without them.
@@ -8,8 +8,6 @@ without them.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -35,9 +33,6 @@ from flowjax_thesis.bayes.diagnostics import moment_errors, weighted_moments
 from flowjax_thesis.bijectors.affine import ElementwiseAffine, TriangularAffine
 from flowjax_thesis.flows import Flow
 from flowjax_thesis.objectives import elbo
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 # -- affine layers ------------------------------------------------------------------------------
 
@@ -386,7 +381,7 @@ def test_nuts_reference_matches_the_conjugate_posterior():
     assert err["mean_err"] < 0.15 and err["sd_err"] < 0.15
 
 
-# -- the experiment and the notebook ------------------------------------------------------------
+# -- the experiment (notebook 07 runs once, in tests/test_e2e.py) ----------------------------------
 
 
 @pytest.mark.e2e
@@ -426,26 +421,6 @@ def test_bayes_vi_smoke_through_the_cli(tmp_path):
     figures = {p.name for p in (out / "figures").iterdir()}
     assert {"marginals_funnel.png", "marginals_mrp.png", "poststrat_mrp.png"} <= figures
     assert {"arviz_forest_funnel.png", "arviz_forest_mrp.png"} <= figures
-
-
-@pytest.mark.e2e
-def test_notebook_07_executes(tmp_path):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    path = ROOT / "notebooks" / "07_bayesian_vi.ipynb"
-    nb = nbformat.read(path, as_version=4)
-    os.environ["FLOWJAX_NB_SMALL"] = "1"
-    try:
-        client = nbclient.NotebookClient(
-            nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-        )
-        client.execute()
-    finally:
-        os.environ.pop("FLOWJAX_NB_SMALL", None)
-    outputs = "".join(
-        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-    )
-    assert "k-hat" in outputs
 
 
 # -- slow: the issue's goals on the real targets ------------------------------------------------

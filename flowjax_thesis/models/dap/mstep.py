@@ -16,29 +16,34 @@ a linear system A alpha_hat = b per time step. Eq. 3.20 pairs every two personas
 D_t rho / 2 in each order, so its derivative gives **c_pq = rho_reg D_t**: that is the thesis's
 strength, and ``alpha_hat_form="thesis"`` (the default) uses it.
 
-Positive definiteness. The objective's curvature in alpha_hat is -A, so the stationary point is
-the maximum only while A is positive definite. With c = rho D_t it is not for the thesis's own
-settings: at equal persona masses n_p = D_t / P, A = (1 + D_t/P - c) I + c 1 1^T is indefinite as
-soon as rho > 1/P + 1/D_t (rho = 0.2 with P = 15 or 25 personas, section 3.8.1.5), and the
-"solution" is then a saddle point that pushes personas apart without bound (the thesis's remark
-that large rho makes "personas overfit to a single topic"). So the strength is kept at rho D_t
-but **capped** where A would stop being positive definite: with B = diag(1 + n) and
-C = 1 1^T - I, A(c) = B + c C is positive definite exactly for c < c_max = -1 / lambda_min(
-B^-1/2 C B^-1/2) (the set of such c is an interval, A being affine in c), and the solve uses
+Positive definiteness and stability. The objective's curvature in alpha_hat is -A, so the
+stationary point is the maximum only while A is positive definite; and since alpha_hat_{t-1}
+enters the right-hand side with weight 1, A must also satisfy A >= I, or the sequential solve
+amplifies alpha_hat_{t-1} at every step (with a persona that holds almost no documents at t,
+||A^-1|| grows to 1 / lambda_min; over the 229 years of the State of the Union alpha_hat then
+overflowed float32 by year 152). Uniform c = rho D_t fails both for the thesis's own settings:
+at equal persona masses n_p = D_t / P, A = (1 + D_t/P - c) I + c 1 1^T is indefinite as soon as
+rho > 1/P + 1/D_t (rho = 0.2 with P = 15 or 25 personas, section 3.8.1.5).
+:func:`pd_limit` gives the largest uniform c keeping diag(d) + c (1 1^T - I) positive definite.
 
-    c_t = min(rho_reg D_t, (1 - rvi_floor) c_max),
+So ``alpha_hat_form="thesis"`` (the default) keeps eq. 3.22's strength where it can and weights
+the pairs by the personas' masses where it cannot:
 
-so the regularizer removes at most a share 1 - ``rvi_floor`` of the curvature in any direction
-(in B's metric the smallest eigenvalue of A is at least ``rvi_floor``). Below the cap this is
-eq. 3.22's strength exactly (:func:`rvi_strength`).
+    c_pq = s sqrt(n_p n_q),   s = min(rho_reg P, 1 - rvi_floor)   (:func:`rvi_strength`).
+
+At equal masses c_pq = min(rho_reg D_t, (1 - rvi_floor) D_t / P): **exactly the thesis's
+rho D_t while rho_reg P <= 1 - rvi_floor**, and otherwise the strongest pairing that keeps
+A - I = (1 - s) diag(n) + s sqrt(n) sqrt(n)^T >= rvi_floor diag(n) >= 0, i.e. A >= I: positive
+definite, no amplification of alpha_hat_{t-1}, and the regularizer removes at most a share
+1 - rvi_floor of the documents' curvature in any direction. At the thesis's rho = 0.2 with
+P = 15 personas the cap binds (rho P = 3): the strength is (1 - rvi_floor) D_t / P.
 
 Other forms, kept for comparison: ``"printed"`` is eq. 3.22 as printed (sum tau^2 on the
 diagonal, (m_d - 1) on the right; capped the same way); ``"released"`` is the released DAPPER
 code's c = rho_reg D_t / P (at equal masses P times weaker; not capped, so a persona with few
 documents makes it indefinite and full-batch RVI diverges, seen on NewsArticles at 0.2);
-``"mass"`` (this package's former default) weights each pair by the personas' masses,
-c_pq = rho_reg sqrt(n_p n_q), positive definite for rho_reg <= 1 but rho_reg D_t / P at equal
-masses, P times weaker than the thesis's.
+``"mass"`` (this package's former default) is c_pq = rho_reg sqrt(n_p n_q), positive definite
+for rho_reg <= 1 but rho_reg D_t / P at equal masses, P times weaker than the thesis's.
 """
 
 from __future__ import annotations
@@ -69,10 +74,9 @@ def pd_limit(diag: jax.Array) -> jax.Array:
     return -1.0 / lam_min
 
 
-def rvi_strength(cfg: DapConfig, diag: jax.Array, docs_t: jax.Array) -> jax.Array:
-    """c_t = min(rho_reg D_t, (1 - rvi_floor) c_max) for the thesis forms (module docstring)."""
-    c = cfg.rho_reg * docs_t
-    return jnp.minimum(c, (1.0 - cfg.rvi_floor) * pd_limit(diag))
+def rvi_strength(cfg: DapConfig) -> float:
+    """s = min(rho_reg P, 1 - rvi_floor): the thesis form's pairs c_pq = s sqrt(n_p n_q)."""
+    return min(cfg.rho_reg * cfg.num_personas, 1.0 - cfg.rvi_floor)
 
 
 def solve_alpha_hat(
@@ -96,12 +100,13 @@ def solve_alpha_hat(
         n, n2, sm, d_t = inp
         n = jnp.maximum(n, 0.0)
         if cfg.alpha_hat_form == "thesis":
-            diag = 1.0 + n
-            a_mat = jnp.diag(diag) + rvi_strength(cfg, diag, d_t) * off
+            root = jnp.sqrt(n)
+            a_mat = jnp.diag(1.0 + n) + rvi_strength(cfg) * jnp.outer(root, root) * off
             rhs = prev + sm
         elif cfg.alpha_hat_form == "printed":
-            diag = 1.0 + jnp.maximum(n2, 0.0)
-            a_mat = jnp.diag(diag) + rvi_strength(cfg, diag, d_t) * off
+            n2 = jnp.maximum(n2, 0.0)
+            root = jnp.sqrt(n2)
+            a_mat = jnp.diag(1.0 + n2) + rvi_strength(cfg) * jnp.outer(root, root) * off
             rhs = prev + sm - n[:, None]
         elif cfg.alpha_hat_form == "mass":
             root = jnp.sqrt(n)

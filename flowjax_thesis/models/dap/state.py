@@ -44,12 +44,13 @@ class DapConfig:
         rho D_t (section 3.6). The thesis found its best values in [0, 0.5] (0.2 in every
         experiment, section 3.8.1.5) and model quality dropping for rho > 1; that is advice, not a
         constraint, so any finite rho >= 0 is accepted.
-      alpha_hat_form: ``"thesis"`` (default: c = rho D_t, capped where the system would stop being
-        positive definite), ``"printed"`` (eq. 3.22 as printed, same cap), ``"released"``
+      alpha_hat_form: ``"thesis"`` (default: rho D_t at equal persona masses, capped so that the
+        system stays positive definite and stable), ``"printed"`` (eq. 3.22 as printed, same
+        cap), ``"released"``
         (c = rho D_t / P of the released code) or ``"mass"`` (c_pq = rho sqrt(n_p n_q)); see
         :mod:`.mstep`.
-      rvi_floor: in (0, 1]: the regularizer may remove at most 1 - rvi_floor of the alpha_hat
-        system's curvature in any direction (the positive-definiteness cap of :mod:`.mstep`).
+      rvi_floor: in (0, 1]: the regularizer may remove at most 1 - rvi_floor of the documents'
+        curvature in the alpha_hat system in any direction (the cap of :mod:`.mstep`).
       gamma_grad: ``"exact"`` CVI gradient or ``"thesis"`` (eq. 3.12 as printed; see :mod:`.estep`).
       damping: the local CVI step size rho in (0, 1].
       local_max_iter, local_tol: E-step stops when mean |Δm| < local_tol or after max iterations.

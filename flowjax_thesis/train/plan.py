@@ -236,6 +236,7 @@ SWEEP_SETTINGS = (
     "num_topics",
     "batch_sizes",
     "rho_regs",
+    "rules",
     "scales",
 )
 # settings worth showing in a plan (sizes and schedules)

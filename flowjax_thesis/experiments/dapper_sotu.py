@@ -172,6 +172,7 @@ def dapper_sotu(cfg: DapperSotuSettings, run) -> dict:
         "gensim LDA": [],
     }
     seconds: dict[str, list[float]] = {name: [] for name in scores}
+    thesis_scores: dict[str, list[float]] = {}
     per_seed, best = [], None
     for seed in cfg.seeds:
         train, test = split_by_author(corpus, 0.1, seed=seed)
@@ -201,6 +202,11 @@ def dapper_sotu(cfg: DapperSotuSettings, run) -> dict:
             "DAPPER_pwll_per_epoch": curve,
             "sklearn LDA": lb.sklearn_completion_pwll(sk, test, seed)["pwll"],
         }
+        # the thesis's held-out PWLL, sum_d log p(w_d) / sum_d N_d (importance sampled)
+        heldout = {
+            "DAPPER": ev.heldout_pwll(dcfg, result.state, test, seed=seed)["pwll"],
+            "sklearn LDA": lb.sklearn_heldout_pwll(sk, test, seed=seed)["pwll"],
+        }
         seconds["DAPPER"].append(dap_secs)
         if cfg.dap_vem:
             vem = fit_dap_vem(
@@ -224,12 +230,16 @@ def dapper_sotu(cfg: DapperSotuSettings, run) -> dict:
             try:
                 gm, g_secs = lb.gensim_lda(train, k, passes=cfg.lda_passes, seed=seed)
                 row["gensim LDA"] = lb.gensim_completion_pwll(gm, test, seed)["pwll"]
+                heldout["gensim LDA"] = lb.gensim_heldout_pwll(gm, test, seed=seed)["pwll"]
                 seconds["gensim LDA"].append(g_secs)
             except ImportError as err:
                 run.print(f"gensim baseline skipped: {err}")
+        row["thesis_pwll"] = heldout
         for name in scores:
             if name in row:
                 scores[name].append(row[name])
+            if name in heldout:
+                thesis_scores.setdefault(name, []).append(heldout[name])
         run.print(
             f"seed {seed}: PWLL DAPPER {dapper_pwll:.3f}, sklearn LDA {row['sklearn LDA']:.3f}"
             + (f", DAP (appendix C) {row['DAP (appendix C)']:.3f}" if cfg.dap_vem else "")
@@ -273,6 +283,7 @@ def dapper_sotu(cfg: DapperSotuSettings, run) -> dict:
             "years": corpus.num_times,
         },
         "pwll": summary_scores,
+        "pwll_thesis_definition": {n: _mean_std(v) for n, v in thesis_scores.items()},
         "fit_seconds": {n: v for n, v in seconds.items() if v},
         "per_seed": per_seed,
         "table": table,

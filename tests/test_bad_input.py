@@ -1678,8 +1678,8 @@ MODELS = [
     ),
     case(
         "dapper-rho-reg",
-        dap_config(rho_reg=0.9),
-        Raises(ValueError, "rho_reg must lie in [0, 0.5]"),
+        dap_config(rho_reg=-0.1),
+        Raises(ValueError, "rho_reg: expected a finite number >= 0, got -0.1"),
     ),
     case(
         "dapper-damping-0",

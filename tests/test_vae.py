@@ -592,7 +592,8 @@ def _one_and_four_devices(path, which):
     for k in one:
         np.testing.assert_allclose(one[k], four[k], rtol=1e-4, atol=1e-5, err_msg=k)
     # the training moved the params (so the agreement is not of untouched inits)
-    assert max(np.abs(one[k] - init[k]).max() for k in one) > 1e-3
+    moved = [np.abs(one[k].astype(float) - init[k].astype(float)).max() for k in one]
+    assert max(moved) > 1e-3  # (astype: the GBNF params hold a boolean mask)
 
 
 def test_vae_training_on_four_simulated_devices_matches_one(tmp_path):

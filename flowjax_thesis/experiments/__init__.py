@@ -147,6 +147,7 @@ ZERO_MEANS_NONE = frozenset(
         "realnvp_layers",  # 0: no RealNVP model
         "depths",  # 0: the base model alone
         "plateau_patience",  # 0: no plateau schedule
+        "matched_latent_size",  # 0: match the largest latent size of the sweep
     }
 )
 # Ints that count or size something: >= 1 (unless in ZERO_MEANS_NONE); other ints are >= 0.

@@ -385,6 +385,7 @@ def test_ppca_flow_transition_alternates_closed_form_and_gradients():
     assert 0 < bpd < math.log2(17)
 
 
+@pytest.mark.integration
 def test_variational_dequantisation_and_intermixed_model_train():
     data = load_images("digits")
     flow = build_flow((8, 8, 1), "intermixed", 4, steps_per_level=1, width=8, conv_vae_width=8)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 CODE = r"""
 import sys
@@ -43,6 +44,7 @@ np.savez(out, **arrays)
 """
 
 
+@pytest.mark.integration
 def test_one_and_four_devices_agree(tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
     env.pop("JAX_COORDINATOR_ADDRESS", None)

@@ -144,6 +144,7 @@ def one_device(tmp_path_factory):
     return _params(out)
 
 
+@pytest.mark.integration
 def test_four_simulated_devices_match_one_device(one_device, tmp_path):
     four = _run_worker(
         tmp_path / "four.npz", {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}, "--mesh"
@@ -161,6 +162,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.integration
 def test_two_processes_on_loopback_match_one_process(one_device, tmp_path):
     port = _free_port()
     procs = [

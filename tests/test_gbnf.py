@@ -190,6 +190,7 @@ def test_importance_reweighting_and_finetune_run():
     assert np.all((w >= 0) & (w <= 1)) and w.sum() == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.integration
 def test_multiplicative_partition_function():
     train, val, _ = _toy("8gaussians", n=(1500, 500, 10))
     gbnf = GBNF(component_flow("realnvp", 2, 2, (16,)), 2, boosting="multiplicative")
@@ -209,6 +210,7 @@ def test_multiplicative_partition_function():
     assert np.allclose(np.asarray(x).mean(0), dens @ np.asarray(pts), atol=0.15)
 
 
+@pytest.mark.integration
 def test_boosted_vi_learned_weight_improves_elbo():
     """Two-mode target, 1-step components. Algorithm 1 (SGD on rho) and the line search agree,
     and the learned rho gives a higher mixture ELBO than the initial rho = 1/C on fresh draws."""
@@ -408,6 +410,7 @@ def test_rho_sgd_is_projected_sgd_with_decaying_step(target):
 WORKER = os.path.join(os.path.dirname(__file__), "gbnf_worker.py")
 
 
+@pytest.mark.integration
 def test_boosting_on_four_simulated_devices_matches_one(tmp_path):
     """Boosting stages and the rho SGD on a 4-device mesh (batches sharded) give the params of
     the single-device run (one subprocess with 4 simulated devices runs both)."""

@@ -81,8 +81,8 @@ def test_float32_round_trip_near_init(name, shape, ctx):
     params = perturbed(layer, shape, ctx, scale=0.05)
     z, c = sample_inputs(layer, shape, ctx, batch=(4,))
     bij = layer.bind(params, c)
-    x = bij.forward(z)
-    np.testing.assert_allclose(bij.inverse(x), z, atol=1e-4, rtol=1e-4)
+    x = jax.jit(bij.forward)(z)  # jitted: one compile instead of one per primitive
+    np.testing.assert_allclose(jax.jit(bij.inverse)(x), z, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name,shape,ctx", list(cases()))
@@ -94,14 +94,14 @@ def test_batch_vmap_jit_agree(name, shape, ctx):
     def fwd(params, z, c):
         return layer.bind(params, c).forward_and_log_det(z)
 
-    batched = fwd(params, z, c)
-    mapped = jax.vmap(fwd, in_axes=(None, 0, 0 if c is not None else None))(params, z, c)
-    jitted = jax.jit(fwd)(params, z, c)
-    for a, b, d in zip(batched, mapped, jitted):
+    batched = jax.jit(fwd)(params, z, c)
+    mapped = jax.jit(jax.vmap(fwd, in_axes=(None, 0, 0 if c is not None else None)))(params, z, c)
+    first = jax.jit(fwd)(params, z[0], None if c is None else c[0])
+    for a, b, d in zip(batched, mapped, first):
         assert a.shape == b.shape
-        # float32: batched, vmapped and jitted kernels may sum in different orders
+        # float32: batched, vmapped and single-example kernels may sum in different orders
         np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
-        np.testing.assert_allclose(a, d, atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(a[0], d, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name,shape,ctx", list(cases()))
@@ -117,7 +117,7 @@ def test_finite_gradients_at_extreme_inputs(name, shape, ctx):
         z2, ild = bij.inverse_and_log_det(jnp.clip(x, -1e4, 1e4))
         return jnp.sum(ld) + jnp.sum(ild) + 1e-3 * jnp.sum(x**2) * 0 + jnp.sum(jnp.tanh(z2))
 
-    grads = jax.grad(loss)(params)
+    grads = jax.jit(jax.grad(loss))(params)
     for g in jax.tree.leaves(grads):
         assert np.all(np.isfinite(g)), name
 
@@ -174,7 +174,12 @@ def test_scalar_inverses_property(raw, point, name):
     z = jnp.array(point)
     x, ld = bij.forward_and_log_det(z)
     z2, ild = bij.inverse_and_log_det(x)
-    np.testing.assert_allclose(z2, z, atol=2e-4 * (1 + float(jnp.abs(z).max())))
+    # float32: x = z + u h(.) rounds z to the spacing of |x|, which no inverse can undo (e.g.
+    # u = 0, w = (0, 1e-5) makes |u_hat| = 3e4, so z in [-8, 8] is kept to about 2e-3)
+    atol = 2e-4 * (1 + float(jnp.abs(z).max())) + 16 * np.finfo(np.float32).eps * float(
+        jnp.abs(x).max()
+    )
+    np.testing.assert_allclose(z2, z, atol=atol)
     np.testing.assert_allclose(ild, -ld, atol=1e-4)
 
 

@@ -458,6 +458,7 @@ def test_plateau_hook_halves_the_learning_rate_and_keeps_the_best():
     assert all(jax.tree.leaves(same)) and float(m["lr"]) == 0.0
 
 
+@pytest.mark.integration
 def test_vae_trains_and_nll_below_elbo(digits):
     model = VAE(digits.image_shape, make_posterior("planar", num_layers=2), latent=4, hidden=32)
     result = train_vae(
@@ -596,6 +597,7 @@ def _one_and_four_devices(path, which):
     assert max(moved) > 1e-3  # (astype: the GBNF params hold a boolean mask)
 
 
+@pytest.mark.integration
 def test_vae_training_on_four_simulated_devices_matches_one(tmp_path):
     """The VAE step on a 4-device data mesh (each batch of 8 split 4 ways), its validation and
     plateau hook end with the parameters of a 1-device run."""

@@ -139,6 +139,7 @@ def test_minibatch_fit_and_empty_time_step():
 WORKER = os.path.join(os.path.dirname(__file__), "dapper_worker.py")
 
 
+@pytest.mark.integration
 def test_one_and_four_devices_agree(tmp_path):
     """Full-batch and mini-batch epochs with the E-step sharded over 4 simulated devices give the
     numbers of one device (float32: the device partial sums are added in another order)."""

@@ -1,10 +1,5 @@
 """The appendix-C variational EM baseline of DAP (flowjax_thesis.models.dap.vem)."""
 
-import os
-
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
-
-
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -78,7 +78,7 @@ def _epoch_rows(history: list[dict], eval_key: str) -> list[dict]:
     return rows
 
 
-def _train_dapper(run, tags, dcfg, train, test, *, epochs, batch_size, chunk, seed, vem=False):
+def train_dap_model(run, tags, dcfg, train, test, *, epochs, batch_size, chunk, seed, vem=False):
     """Fits DAPPER (``vem``: the appendix-C variational EM instead), evaluating
     document-completion PWLL after each epoch; returns (state, rows)."""
     from flowjax_thesis.models.dap import evaluation as ev
@@ -276,7 +276,7 @@ def dapper_news(cfg: DapperNewsSettings, run) -> dict:
             tags = {"K": k, "batch": "full" if bs is None else bs, "rho_reg": str(rho_reg)}
             vem = name.startswith("DAP (")
             tags = {"model": "dap-vem", **tags} if vem else tags
-            state, hist = _train_dapper(
+            state, hist = train_dap_model(
                 run,
                 tags,
                 dcfg,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from flowjax_thesis.experiments import register
+from flowjax_thesis.experiments.dapper import train_dap_model
 
 _PAPER = {
     "source": "thesis chapter 3 (Giaquinto), Table 2 (CaringBridge) and Table 3 (Signal Media); "
@@ -140,14 +141,12 @@ DAPPER_SOTU_FULL = replace(
     full=DAPPER_SOTU_FULL,
 )
 def dapper_sotu(cfg: DapperSotuSettings, run) -> dict:
-    import jax
 
     from flowjax_thesis.data.fetch import SOURCES, cached_file
     from flowjax_thesis.data.sotu import load_sotu, sotu_corpus
     from flowjax_thesis.models.dap import evaluation as ev
-    from flowjax_thesis.models.dap import fit_dapper, split_by_author
     from flowjax_thesis.models.dap import lda_baselines as lb
-    from flowjax_thesis.models.dap.vem import fit_dap_vem
+    from flowjax_thesis.models.dap import split_by_author
 
     corpus = sotu_corpus(
         unit=cfg.unit,
@@ -174,57 +173,34 @@ def dapper_sotu(cfg: DapperSotuSettings, run) -> dict:
     seconds: dict[str, list[float]] = {name: [] for name in scores}
     thesis_scores: dict[str, list[float]] = {}
     per_seed, best = [], None
+    dap_models = {"DAPPER": "dapper"}
+    if cfg.dap_vem:
+        dap_models["DAP (appendix C)"] = "dap-vem"
     for seed in cfg.seeds:
         train, test = split_by_author(corpus, 0.1, seed=seed)
 
-        def eval_fn(state, train=train, test=test, seed=seed):
-            return {"pwll": ev.completion_pwll(dcfg, state, test, train=train, seed=seed)["pwll"]}
-
-        result = fit_dapper(
-            train,
-            dcfg,
-            key=jax.random.PRNGKey(seed),
-            epochs=cfg.epochs,
-            chunk=cfg.chunk,
-            eval_fn=eval_fn,
-            run=run,
-            tags={"model": "dapper", "seed": seed},
-        )
-        curve = [r["pwll"] for r in result.history if "pwll" in r]
-        dapper_pwll = curve[-1]
-        dap_secs = float(sum(r.get("step_seconds", 0.0) for r in result.history))
         sk, sk_secs = lb.sklearn_lda(train, k, passes=cfg.lda_passes, seed=seed)
         row = {
             "seed": seed,
             "train_docs": train.num_docs,
             "test_docs": test.num_docs,
-            "DAPPER": dapper_pwll,
-            "DAPPER_pwll_per_epoch": curve,
             "sklearn LDA": lb.sklearn_completion_pwll(sk, test, seed)["pwll"],
         }
         # the thesis's held-out PWLL, sum_d log p(w_d) / sum_d N_d (importance sampled)
-        heldout = {
-            "DAPPER": ev.heldout_pwll(dcfg, result.state, test, seed=seed)["pwll"],
-            "sklearn LDA": lb.sklearn_heldout_pwll(sk, test, seed=seed)["pwll"],
-        }
-        seconds["DAPPER"].append(dap_secs)
-        if cfg.dap_vem:
-            vem = fit_dap_vem(
-                train,
-                dcfg,
-                key=jax.random.PRNGKey(seed),
-                epochs=cfg.epochs,
-                chunk=cfg.chunk,
-                eval_fn=eval_fn,
-                run=run,
-                tags={"model": "dap-vem", "seed": seed},
-            )
-            vem_curve = [r["pwll"] for r in vem.history if "pwll" in r]
-            row["DAP (appendix C)"] = vem_curve[-1]
-            row["DAP (appendix C)_pwll_per_epoch"] = vem_curve
-            seconds["DAP (appendix C)"].append(
-                float(sum(r.get("step_seconds", 0.0) for r in vem.history))
-            )
+        heldout = {"sklearn LDA": lb.sklearn_heldout_pwll(sk, test, seed=seed)["pwll"]}
+        states = {}
+        for name, tag in dap_models.items():
+            state, epochs = train_dap_model(
+                run, {"model": tag, "seed": seed}, dcfg, train, test,
+                epochs=cfg.epochs, batch_size=None, chunk=cfg.chunk, seed=seed,
+                vem=tag == "dap-vem",
+            )  # fmt: skip
+            curve = [e["pwll"] for e in epochs]
+            row[name], row[f"{name}_pwll_per_epoch"] = curve[-1], curve
+            heldout[name] = ev.heldout_pwll(dcfg, state, test, seed=seed)["pwll"]
+            seconds[name].append(epochs[-1]["train_seconds"])
+            states[name] = state
+        dapper_pwll = row["DAPPER"]
         seconds["sklearn LDA"].append(sk_secs)
         if cfg.gensim:
             try:
@@ -247,7 +223,7 @@ def dapper_sotu(cfg: DapperSotuSettings, run) -> dict:
         )
         per_seed.append(row)
         if best is None or dapper_pwll > best[0]:
-            best = (dapper_pwll, result.state, train)
+            best = (dapper_pwll, states["DAPPER"], train)
     _, state, train = best
     table_rows = ["| model | held-out PWLL (mean +- sd over seeds) | fit seconds (mean) |"]
     table_rows.append("| --- | --- | --- |")

@@ -26,24 +26,31 @@ import numpy as np
 from flowjax_thesis.models.dap.corpus import Corpus
 from flowjax_thesis.models.dap.estep import batch_stats, full_batch_stats
 from flowjax_thesis.models.dap.mstep import global_elbo, m_step_jit
-from flowjax_thesis.models.dap.state import DapConfig, DapState, init_state
+from flowjax_thesis.models.dap.state import DapConfig, DapState, Stats, init_state
 from flowjax_thesis.train import FitResult, Transition, epoch_batches, fit
 
 
-def dapper_transition(cfg: DapConfig, corpus: Corpus, *, chunk: int = 256, mesh=None) -> Transition:
-    """DAPPER on ``corpus`` as a host-mode :class:`~flowjax_thesis.train.Transition`.
-
-    ``init(key)`` builds the initial state (:func:`~flowjax_thesis.models.dap.state.init_state`).
-    ``step(state, batch, key)``: ``batch`` is None for a full-batch epoch or an array of document
-    ids for a mini-batch; the key is unused (DAPPER's updates are deterministic given the
-    documents). The metrics are host floats: the local ELBO terms per word of the batch under the
-    state before the update, its token count, the step size rho, the mean number of local
-    iterations and the wall-clock seconds of the step.
-    """
+def check_corpus_and_chunk(corpus: Corpus, chunk: int) -> None:
     if corpus.num_docs == 0:
         raise ValueError("corpus: expected at least one document, got an empty corpus")
     if chunk < 1:
         raise ValueError(f"chunk: expected a positive number of documents, got {chunk}")
+
+
+def em_transition(
+    cfg: DapConfig, corpus: Corpus, e_step: Callable[[DapState, np.ndarray], Stats]
+) -> Transition:
+    """One E-step then DAPPER's M-step, as a host-mode :class:`~flowjax_thesis.train.Transition`.
+
+    ``e_step(state, doc_ids)`` returns the sufficient statistics of those documents (DAPPER's CVI
+    E-step, or appendix C's variational EM). ``init(key)`` builds the initial state
+    (:func:`~flowjax_thesis.models.dap.state.init_state`). ``step(state, batch, key)``: ``batch``
+    is None for a full-batch epoch (every document, rho = 1) or an array of document ids for a
+    mini-batch (statistics scaled by D / b, rho = (i + tau0)^-kappa); the key is unused (the
+    updates are deterministic given the documents). The metrics are host floats: the local ELBO
+    terms per word of the batch under the state before the update, its token count, the step
+    size rho, the mean number of local iterations and the wall-clock seconds of the step.
+    """
     num_docs = corpus.num_docs
 
     def init(key: jax.Array) -> DapState:
@@ -52,27 +59,76 @@ def dapper_transition(cfg: DapConfig, corpus: Corpus, *, chunk: int = 256, mesh=
     def step(state: DapState, batch, key=None):
         del key
         t0 = time.perf_counter()
-        if batch is None:
-            stats = full_batch_stats(cfg, state, corpus, chunk, mesh)
-            docs, scale, rho = num_docs, 1.0, 1.0
-        else:
-            ids = np.asarray(batch).reshape(-1)
-            stats = batch_stats(cfg, state, corpus, ids, chunk, mesh)
-            docs = len(ids)
-            scale, rho = num_docs / docs, float(cfg.step_size(int(state.step)))
+        ids = np.arange(num_docs) if batch is None else np.asarray(batch).reshape(-1)
+        stats = e_step(state, ids)
+        scale = num_docs / len(ids)
+        rho = 1.0 if batch is None else float(cfg.step_size(int(state.step)))
         new = m_step_jit(cfg, state, stats, jnp.float32(scale), jnp.float32(rho))
         jax.block_until_ready(new)
-        words = max(float(stats.words), 1.0)
         metrics = {
-            "train_elbo_docs_per_word": float(stats.elbo) / words,
+            "train_elbo_docs_per_word": float(stats.elbo) / max(float(stats.words), 1.0),
             "train_tokens": float(stats.words),
             "rho": rho,
-            "mean_local_iters": float(stats.iters) / docs,
+            "mean_local_iters": float(stats.iters) / len(ids),
             "step_seconds": time.perf_counter() - t0,
         }
         return new, metrics
 
     return Transition(init, step)
+
+
+def dapper_transition(cfg: DapConfig, corpus: Corpus, *, chunk: int = 256, mesh=None) -> Transition:
+    """DAPPER on ``corpus``: :func:`em_transition` with the CVI E-step
+    (:func:`~flowjax_thesis.models.dap.estep.batch_stats`)."""
+    check_corpus_and_chunk(corpus, chunk)
+    return em_transition(
+        cfg, corpus, lambda state, ids: batch_stats(cfg, state, corpus, ids, chunk, mesh)
+    )
+
+
+def fit_em(
+    transition: Transition,
+    corpus: Corpus,
+    *,
+    key: jax.Array,
+    epochs: int,
+    batch_size: int | None,
+    state: DapState | None,
+    mesh,
+    eval_fn: Callable[[DapState], dict] | None,
+    run,
+    tags: dict | None,
+    progress: bool,
+) -> FitResult:
+    """The epoch schedule of :func:`fit_dapper` for any :func:`em_transition` (one engine call)."""
+    if epochs < 0:
+        raise ValueError(f"epochs: expected >= 0, got {epochs}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive integer or None, got {batch_size}")
+    state = transition.init(key) if state is None else state
+    batches, steps_per_epoch = None, 1
+    if batch_size is not None:
+        order_key = jax.random.fold_in(key, 1)
+        batches = epoch_batches(
+            np.arange(corpus.num_docs), batch_size, order_key, drop_remainder=False
+        )
+        steps_per_epoch = batches.steps_per_epoch
+    return fit(
+        transition,
+        state,
+        key=key,
+        steps=epochs * steps_per_epoch,
+        batches=batches,
+        mode="host",
+        chunk_size=1,
+        eval_fn=eval_fn,
+        eval_every=steps_per_epoch if eval_fn is not None else None,
+        checkpoint_every=steps_per_epoch,
+        run=run,
+        tags=tags,
+        progress=progress,
+        mesh=mesh,
+    )
 
 
 def fit_dapper(
@@ -109,35 +165,18 @@ def fit_dapper(
     and the ``eval_fn`` values at the end of each epoch (with ``run``, a resumed training's
     history starts with the records logged before the resume).
     """
-    if epochs < 0:
-        raise ValueError(f"epochs: expected >= 0, got {epochs}")
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive integer or None, got {batch_size}")
-    transition = dapper_transition(cfg, corpus, chunk=chunk, mesh=mesh)
-    state = transition.init(key) if state is None else state
-    if batch_size is None:
-        batches, steps_per_epoch = None, 1
-    else:
-        order_key = jax.random.fold_in(key, 1)
-        batches = epoch_batches(
-            np.arange(corpus.num_docs), batch_size, order_key, drop_remainder=False
-        )
-        steps_per_epoch = batches.steps_per_epoch
-    return fit(
-        transition,
-        state,
+    return fit_em(
+        dapper_transition(cfg, corpus, chunk=chunk, mesh=mesh),
+        corpus,
         key=key,
-        steps=epochs * steps_per_epoch,
-        batches=batches,
-        mode="host",
-        chunk_size=1,
+        epochs=epochs,
+        batch_size=batch_size,
+        state=state,
+        mesh=mesh,
         eval_fn=eval_fn,
-        eval_every=steps_per_epoch if eval_fn is not None else None,
-        checkpoint_every=steps_per_epoch,
         run=run,
         tags=tags,
         progress=progress,
-        mesh=mesh,
     )
 
 

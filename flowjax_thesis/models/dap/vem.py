@@ -43,7 +43,6 @@ DAPPER's step sizes (not in the appendix, which is batch EM).
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable
 
 import jax
@@ -52,16 +51,16 @@ import numpy as np
 
 from flowjax_thesis.models.dap.corpus import Corpus, DocBatch
 from flowjax_thesis.models.dap.estep import add_stats, doc_elbo, e_step_config
-from flowjax_thesis.models.dap.mstep import global_elbo, m_step_jit
+from flowjax_thesis.models.dap.mstep import global_elbo
 from flowjax_thesis.models.dap.state import (
     DapConfig,
     DapState,
     Local,
     Stats,
     dirichlet_expectation,
-    init_state,
 )
-from flowjax_thesis.train import FitResult, Transition, epoch_batches, fit
+from flowjax_thesis.models.dap.training import check_corpus_and_chunk, em_transition, fit_em
+from flowjax_thesis.train import FitResult, Transition
 
 _FRACTIONS = 2.0 ** -np.arange(10)  # Newton step, then its halvings down to 1/512
 
@@ -257,36 +256,14 @@ def vem_transition(
     mini-batch of document ids, then DAPPER's M-step (rho = 1 for the whole corpus). The metrics
     are those of :func:`~flowjax_thesis.models.dap.training.dapper_transition`.
     """
-    if corpus.num_docs == 0:
-        raise ValueError("corpus: expected at least one document, got an empty corpus")
-    if chunk < 1:
-        raise ValueError(f"chunk: expected a positive number of documents, got {chunk}")
+    check_corpus_and_chunk(corpus, chunk)
     if isinstance(newton_steps, bool) or not isinstance(newton_steps, int) or newton_steps < 1:
         raise ValueError(f"newton_steps: expected a positive integer, got {newton_steps!r}")
-    num_docs = corpus.num_docs
-
-    def init(key: jax.Array) -> DapState:
-        return init_state(key, corpus, cfg)
-
-    def step(state: DapState, batch, key=None):
-        del key
-        t0 = time.perf_counter()
-        ids = np.arange(num_docs) if batch is None else np.asarray(batch).reshape(-1)
-        stats = vem_batch_stats(cfg, state, corpus, ids, chunk, mesh, newton_steps)
-        scale = num_docs / len(ids)
-        rho = 1.0 if batch is None else float(cfg.step_size(int(state.step)))
-        new = m_step_jit(cfg, state, stats, jnp.float32(scale), jnp.float32(rho))
-        jax.block_until_ready(new)
-        metrics = {
-            "train_elbo_docs_per_word": float(stats.elbo) / max(float(stats.words), 1.0),
-            "train_tokens": float(stats.words),
-            "rho": rho,
-            "mean_local_iters": float(stats.iters) / len(ids),
-            "step_seconds": time.perf_counter() - t0,
-        }
-        return new, metrics
-
-    return Transition(init, step)
+    return em_transition(
+        cfg,
+        corpus,
+        lambda state, ids: vem_batch_stats(cfg, state, corpus, ids, chunk, mesh, newton_steps),
+    )
 
 
 def fit_dap_vem(
@@ -312,30 +289,16 @@ def fit_dap_vem(
     With ``run`` and ``tags`` every step is logged and each epoch checkpointed; ``--resume``
     continues from the last checkpoint.
     """
-    if epochs < 0:
-        raise ValueError(f"epochs: expected >= 0, got {epochs}")
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive integer or None, got {batch_size}")
-    transition = vem_transition(cfg, corpus, chunk=chunk, mesh=mesh, newton_steps=newton_steps)
-    state = transition.init(key) if state is None else state
-    batches, steps_per_epoch = None, 1
-    if batch_size is not None:
-        order_key = jax.random.fold_in(key, 1)
-        batches = epoch_batches(np.arange(corpus.num_docs), batch_size, order_key, False)
-        steps_per_epoch = batches.steps_per_epoch
-    return fit(
-        transition,
-        state,
+    return fit_em(
+        vem_transition(cfg, corpus, chunk=chunk, mesh=mesh, newton_steps=newton_steps),
+        corpus,
         key=key,
-        steps=epochs * steps_per_epoch,
-        batches=batches,
-        mode="host",
-        chunk_size=1,
+        epochs=epochs,
+        batch_size=batch_size,
+        state=state,
+        mesh=mesh,
         eval_fn=eval_fn,
-        eval_every=steps_per_epoch if eval_fn is not None else None,
-        checkpoint_every=steps_per_epoch,
         run=run,
         tags=tags,
         progress=progress,
-        mesh=mesh,
     )

@@ -168,6 +168,33 @@ def versus(compressed: dict, uncompressed: dict) -> dict:
     }
 
 
+def comparison_summary(data, results: dict, compressed: list, matched: dict, same: dict, run):
+    """The summary of a compression experiment: every result, each compressed model against the
+    uncompressed flow of matched capacity and of the same width (:func:`versus`, printed), and
+    the comparison table."""
+    summary = {"data": data.source, "results": results}
+    summary["vs_matched"] = {k: versus(results[k], matched) for k in compressed}
+    summary["vs_same_width"] = {k: versus(results[k], same) for k in compressed}
+    for k, v in summary["vs_matched"].items():
+        run.print(
+            f"{k} vs matched uncompressed: {v['compressed_bpd']:.4f} vs {v['uncompressed_bpd']:.4f}"
+            f" bits/dim ({v['relative_difference']:+.1%}), params {v['compressed_params']:,} vs "
+            f"{v['uncompressed_params']:,} (gap {v['capacity_gap']:.1%})"
+        )
+    summary["comparison"] = [
+        {
+            "model": k,
+            "latent size": r["latent_size"],
+            "compression": r["compression_ratio"],
+            "bits/dim": r["test_bpd"],
+            "exact": r["exact"],
+            "params": r["num_params"],
+        }
+        for k, r in results.items()
+    ]
+    return summary
+
+
 @dataclass(frozen=True)
 class CompressiveSettings:
     """Settings shared by the compressive-flow experiments (defaults: the smoke profile)."""
@@ -275,35 +302,8 @@ def latent_sweep(cfg: CompressiveLatentSweepSettings, run) -> dict:
     ax.set_title(f"{data.name}: bits/dim vs latent size")
     ax.legend()
     run.save_figure(fig, "latent_sweep")
-    summary = {"data": data.source, "results": results}
-    summary["vs_matched"] = {
-        k: versus(r, matched)
-        for k, r in results.items()
-        if k.startswith(tuple(f"{m}_d" for m in cfg.methods))
-    }
-    summary["vs_same_width"] = {
-        k: versus(r, baseline)
-        for k, r in results.items()
-        if k.startswith(tuple(f"{m}_d" for m in cfg.methods))
-    }
-    for k, v in summary["vs_matched"].items():
-        run.print(
-            f"{k} vs matched uncompressed: {v['compressed_bpd']:.4f} vs {v['uncompressed_bpd']:.4f}"
-            f" bits/dim ({v['relative_difference']:+.1%}), params {v['compressed_params']:,} vs "
-            f"{v['uncompressed_params']:,} (gap {v['capacity_gap']:.1%})"
-        )
-    summary["comparison"] = [
-        {
-            "model": k,
-            "latent size": r["latent_size"],
-            "compression": r["compression_ratio"],
-            "bits/dim": r["test_bpd"],
-            "exact": r["exact"],
-            "params": r["num_params"],
-        }
-        for k, r in results.items()
-    ]
-    return summary
+    compressed = [k for k in results if k.startswith(tuple(f"{m}_d" for m in cfg.methods))]
+    return comparison_summary(data, results, compressed, matched, baseline, run)
 
 
 @dataclass(frozen=True)
@@ -398,32 +398,9 @@ def architectures(cfg: CompressiveArchitecturesSettings, run) -> dict:
     lo = min(results[n]["test_bpd"] for n in names)
     ax.set_ylim(0.9 * lo, None)
     run.save_figure(fig, "architectures")
-    summary = {"data": data.source, "results": results}
+    compressed = [n for n in results if not n.startswith("No compression")]
     matched, same = results["No compression (matched)"], results["No compression"]
-    summary["vs_matched"] = {
-        n: versus(r, matched) for n, r in results.items() if not n.startswith("No compression")
-    }
-    summary["vs_same_width"] = {
-        n: versus(r, same) for n, r in results.items() if not n.startswith("No compression")
-    }
-    for n, v in summary["vs_matched"].items():
-        run.print(
-            f"{n} vs matched uncompressed: {v['compressed_bpd']:.4f} vs {v['uncompressed_bpd']:.4f}"
-            f" bits/dim ({v['relative_difference']:+.1%}), params {v['compressed_params']:,} vs "
-            f"{v['uncompressed_params']:,} (gap {v['capacity_gap']:.1%})"
-        )
-    summary["comparison"] = [
-        {
-            "model": n,
-            "bits/dim": r["test_bpd"],
-            "latent size": r["latent_size"],
-            "compression": r["compression_ratio"],
-            "params": r["num_params"],
-            "exact": r["exact"],
-        }
-        for n, r in results.items()
-    ]
-    return summary
+    return comparison_summary(data, results, compressed, matched, same, run)
 
 
 @dataclass(frozen=True)

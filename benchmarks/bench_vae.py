@@ -27,6 +27,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from benchmarks.ours import time_runner
 from flowjax_thesis.data.binary_images import load_binary_images
 from flowjax_thesis.models.vae import VAE, make_posterior
 from flowjax_thesis.models.vae.boosting import boost_transition
@@ -64,17 +65,8 @@ def _time_steps(model, name, train, batch, steps, chunk, seed, mode="scan"):
                 state, metrics, finite = one(state, data, key, np.int32(s), None)
             return state, {k: v[None] for k, v in metrics.items()}, finite
 
-    t0 = time.perf_counter()
-    state, _, _ = runner(state, train, key, np.int32(0), chunk)
-    jax.block_until_ready(state)
-    compile_s = time.perf_counter() - t0
-    done = 0
-    t0 = time.perf_counter()
-    while done < steps:
-        state, metrics, _ = runner(state, train, key, np.int32(chunk + done), chunk)
-        done += chunk
-    jax.block_until_ready((state, metrics))
-    seconds = time.perf_counter() - t0
+    state, metrics, done, sw, compile_s = time_runner(runner, state, train, key, steps, chunk)
+    seconds = sw.seconds
     return state.params, {
         "steps_per_second": done / seconds,
         "compile_seconds": round(compile_s, 2),
@@ -164,7 +156,7 @@ def ours_mnist(
     """Our side of :func:`compare_torch`: ``chunk`` warm-up steps (compile + run), ``steps``
     timed steps in chunks of ``chunk`` (the KL weight annealed over the first ``steps // 4``
     steps, as the peer), then the test -ELBO of the first ``eval_n`` test images."""
-    from benchmarks.peers._common import Stopwatch, result, version
+    from benchmarks.peers._common import result, version
 
     steps, chunk = int(steps), int(chunk)
     if steps < chunk or steps % chunk:
@@ -179,15 +171,7 @@ def ours_mnist(
     runner = make_chunk_runner(transition, int(batch), len(train))
     state = transition.init(params)
     key = np.asarray(jax.random.PRNGKey(seed))
-    with Stopwatch() as warm:
-        state, _, _ = runner(state, train, key, np.int32(0), chunk)
-        jax.block_until_ready(state)
-    done = 0
-    with Stopwatch() as sw:
-        while done < steps:
-            state, metrics, _ = runner(state, train, key, np.int32(chunk + done), chunk)
-            done += chunk
-        jax.block_until_ready((state, metrics))
+    state, metrics, _, sw, warm_seconds = time_runner(runner, state, train, key, steps, chunk)
     x_test = jax.numpy.asarray(data.test[: int(eval_n)])
     neg_elbo = test_neg_elbo(model, state.params, x_test, jax.random.PRNGKey(seed + 1))
     return result(
@@ -195,7 +179,7 @@ def ours_mnist(
         version("jax"),
         steps,
         sw,
-        warm.seconds,
+        warm_seconds,
         float(np.asarray(metrics["loss"])[-1]),
         posterior=posterior,
         batch=int(batch),

@@ -28,10 +28,11 @@ def ring_log_density(z):
     return -ring_energy_jax(z)
 
 
-def _time_chunks(transition, state, data, batch, steps, chunk, seed):
-    n_data = None if data is None else len(data)
-    runner = make_chunk_runner(transition, batch if data is not None else None, n_data)
-    key = np.asarray(jax.random.PRNGKey(seed))
+def time_runner(runner, state, data, key, steps: int, chunk: int):
+    """Times ``runner`` (the engine's ``(state, data, key, start, n) -> (state, metrics,
+    finite)``): one warm-up call of ``chunk`` steps (compile + run), then ``steps`` timed steps in
+    calls of ``chunk``. Returns (state, last metrics, timed steps, the timed Stopwatch, the
+    warm-up seconds)."""
     with Stopwatch() as first:
         state, metrics, _ = runner(state, data, key, np.int32(0), chunk)
         jax.block_until_ready(state)
@@ -41,7 +42,15 @@ def _time_chunks(transition, state, data, batch, steps, chunk, seed):
             state, metrics, _ = runner(state, data, key, np.int32(chunk + done), chunk)
             done += chunk
         jax.block_until_ready((state, metrics))
-    return done, sw, first.seconds, float(np.asarray(metrics["loss"])[-1])
+    return state, metrics, done, sw, first.seconds
+
+
+def _time_chunks(transition, state, data, batch, steps, chunk, seed):
+    n_data = None if data is None else len(data)
+    runner = make_chunk_runner(transition, batch if data is not None else None, n_data)
+    key = np.asarray(jax.random.PRNGKey(seed))
+    _, metrics, done, sw, first = time_runner(runner, state, data, key, steps, chunk)
+    return done, sw, first, float(np.asarray(metrics["loss"])[-1])
 
 
 def planar(

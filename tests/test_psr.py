@@ -283,7 +283,7 @@ def test_joint_psr_log_prob_and_sampling(image_model):
     flow, _, y, x = image_model
     joint = JointPSR(flow, 17, ridge=1e-3, prior_steps=1, prior_width=8)
     params = jax.jit(joint.init)(jax.random.PRNGKey(0))
-    params = joint.data_init(params, y, x)
+    params = jax.jit(joint.data_init)(params, y, x)
     # each side jitted on its own (one compile each; float32 sums may differ in the last bits)
     total, cond, prior = jax.jit(joint.log_prob)(params, y, x)
     np.testing.assert_allclose(total, cond + prior, rtol=1e-6)

@@ -141,7 +141,6 @@ DAPPER_SOTU_FULL = replace(
     full=DAPPER_SOTU_FULL,
 )
 def dapper_sotu(cfg: DapperSotuSettings, run) -> dict:
-
     from flowjax_thesis.data.fetch import SOURCES, cached_file
     from flowjax_thesis.data.sotu import load_sotu, sotu_corpus
     from flowjax_thesis.models.dap import evaluation as ev

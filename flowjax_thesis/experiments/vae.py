@@ -166,9 +166,8 @@ class VaeFlowsSettings:
 
 
 VAE_FLOWS_SMOKE = VaeFlowsSettings()
-# cpu, data=mnist: 2,000 steps + IS-NLL of the 10,000 test images (100 draws) per posterior and
-# seed, measured at about 40 minutes of one core each (docs/results/vae-flows-mnist): run the table
-# in parts, one posterior (and seed) per part, and merge them.
+# cpu, data=mnist: 2,000 steps + IS-NLL of 10,000 test images (100 draws) take ~40 core-minutes per
+# posterior and seed (docs/results/vae-flows-mnist): run the table in parts and merge them.
 VAE_FLOWS_CPU = replace(
     VAE_FLOWS_SMOKE,
     latent=32,

@@ -160,7 +160,9 @@ _COUNT = re.compile(
 _POSITIVE_FLOAT = re.compile(
     r"(^|_)(lr|learning_rate|noise|variance|width|budget|days|nats|nu|std|sigma)$"
 )
-_NONNEGATIVE_FLOAT = re.compile(r"(^|_)(regs?|ridge|regularization|temperatures?|max|beta0|tau0)$")
+_NONNEGATIVE_FLOAT = re.compile(
+    r"(^|_)(regs?|rho|ridge|regularization|temperatures?|max|beta0|tau0)$"
+)
 # key -> (low, high, low included, high included, text)
 _FLOAT_INTERVALS = {
     "dropout_rate": (0.0, 1.0, True, False, "in [0, 1)"),

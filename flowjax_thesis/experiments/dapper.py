@@ -40,14 +40,14 @@ _PAPER_TABLES = {
 }
 
 
-def _dap_cfg(cfg: DapperNewsSettings, num_topics: int, rho_reg: float):
+def _dap_cfg(cfg: DapperNewsSettings, num_topics: int, rho_reg: float, thesis_variance=False):
     from flowjax_thesis.models.dap.state import DapConfig
 
     return DapConfig(
         num_topics=num_topics,
         num_personas=cfg.num_personas,
         rho_reg=rho_reg,
-        doc_variance=cfg.doc_variance if cfg.doc_variance > 0 else None,
+        doc_variance=None if thesis_variance else cfg.doc_variance,
         process_noise=cfg.process_noise,
         obs_noise=cfg.obs_noise,
         local_max_iter=cfg.local_max_iter,
@@ -126,12 +126,18 @@ class DapperNewsSettings:
     num_personas: int = 3
     batch_sizes: tuple[int, ...] = (64,)
     rho_regs: tuple[float, ...] = (0.0, 0.2)
+    # the mini-batch rows' rho: 0, because at the thesis's rho = 0.2 full-batch RVI itself does
+    # not converge on NewsArticles (persona means drift apart without bound; see the summary)
+    minibatch_rho: float = 0.0
     epochs: int = 2
     time_budget: float = 60.0
     max_docs: int = 240
     vocab_size: int = 1000
     time_unit_days: float = 7.0
+    # s = 1 (DapConfig's named alternative to the thesis's Sigma_t = sigma Delta s_t, see its
+    # docstring); ``thesis_variance_row`` adds full-batch DAPPER at the thesis's Sigma_t beside it
     doc_variance: float = 1.0
+    thesis_variance_row: bool = True
     process_noise: float = 0.2
     obs_noise: float = 0.8
     local_max_iter: int = 20
@@ -141,16 +147,17 @@ class DapperNewsSettings:
     lda_passes: int = 2
     gensim: bool = False
     dap_vem: bool = True  # rows of the appendix-C variational EM baseline (full batch, rho_regs)
-    seed: int = 0
+    seeds: tuple[int, ...] = (0,)  # each seed: its own per-author split and initialisation
 
 
 DAPPER_NEWS_SMOKE = DapperNewsSettings()
+# cpu: K = 25 over three seeds (about 25 minutes per seed here); the full profile adds K = 50
 DAPPER_NEWS_CPU = replace(
     DAPPER_NEWS_SMOKE,
-    num_topics=(25, 50),
+    num_topics=(25,),
     num_personas=15,
     batch_sizes=(256, 512, 1024),
-    epochs=10,
+    epochs=15,
     time_budget=30.0,
     max_docs=0,
     vocab_size=10000,
@@ -160,7 +167,13 @@ DAPPER_NEWS_CPU = replace(
     gensim=True,
 )
 DAPPER_NEWS_FULL = replace(
-    DAPPER_NEWS_CPU, epochs=30, time_budget=60.0, local_max_iter=50, chunk=512, lda_passes=30
+    DAPPER_NEWS_CPU,
+    num_topics=(25, 50),
+    epochs=30,
+    time_budget=60.0,
+    local_max_iter=50,
+    chunk=512,
+    lda_passes=30,
 )
 
 
@@ -213,135 +226,221 @@ def news_corpus(cfg: DapperNewsSettings):
 )
 def dapper_news(cfg: DapperNewsSettings, run) -> dict:
     from flowjax_thesis.models.dap import evaluation as ev
-    from flowjax_thesis.models.dap import lda_baselines as lb
-    from flowjax_thesis.models.dap.corpus import split_by_author
 
     if run.dry_run:  # a plan needs the first training, not the LDA baselines before it
         cfg = replace(cfg, lda_passes=1, gensim=False)
     corpus, corpus_name = news_corpus(cfg)
-    train, test = split_by_author(corpus, 0.1, seed=cfg.seed)
+    vocab = corpus.vocab
     run.print(
         f"data: {corpus_name}, {corpus.num_docs} documents from {corpus.num_authors} authors, "
-        f"V={corpus.vocab_size}, T={corpus.num_times} time steps; train "
-        f"{train.num_docs} docs / {train.num_tokens} tokens, test {test.num_docs} docs"
+        f"V={corpus.vocab_size}, T={corpus.num_times} time steps; per-author 90/10 split per "
+        f"seed, seeds {list(cfg.seeds)}"
     )
-    seed = cfg.seed
     results: dict = {
         "data": {
             "corpus": corpus_name,
             "docs": corpus.num_docs,
-            "train_docs": train.num_docs,
-            "test_docs": test.num_docs,
-            "train_tokens": train.num_tokens,
             "authors": corpus.num_authors,
             "vocab": corpus.vocab_size,
             "time_steps": corpus.num_times,
-        }
+        },
+        "seeds": list(cfg.seeds),
     }
-    budget = cfg.time_budget
     for k in cfg.num_topics:
-        res: dict = {}
-        sk, sk_secs = lb.sklearn_lda(train, k, passes=cfg.lda_passes, seed=seed)
-        res["sklearn_lda"] = {
-            "pwll_completion": lb.sklearn_completion_pwll(sk, test, seed)["pwll"],
-            "fit_seconds": sk_secs,
-        }
-        t0 = time.perf_counter()
-        lb.sklearn_lda(train, k, passes=1, learning_method="online", seed=seed)
-        sk_online_tps = train.num_tokens / (time.perf_counter() - t0)
-        gensim_tps = None
-        if cfg.gensim:
-            try:
-                gm, g_secs = lb.gensim_lda(train, k, passes=cfg.lda_passes, seed=seed)
-                res["gensim_lda"] = {
-                    "pwll_completion": lb.gensim_completion_pwll(gm, test, seed)["pwll"],
-                    "fit_seconds": g_secs,
-                }
-                _, g1 = lb.gensim_lda(train, k, passes=1, seed=seed)
-                gensim_tps = train.num_tokens / g1
-            except ImportError as e:
-                run.print(f"gensim baseline skipped: {e}")
-        lda_target = res["sklearn_lda"]["pwll_completion"]
-        run.print(f"K={k} sklearn LDA ({cfg.lda_passes} passes): PWLL {lda_target:.3f}")
-        # the appendix-C baseline first (the speed row below indexes the DAPPER variants)
-        variants = [(f"DAP (appendix C) rho={r}", None, r) for r in cfg.rho_regs if cfg.dap_vem]
-        variants += [(f"DAPPER full rho={r}", None, r) for r in cfg.rho_regs]
-        variants += [
-            (f"DAPPER batch {b} rho={cfg.rho_regs[-1]}", b, cfg.rho_regs[-1])
-            for b in cfg.batch_sizes
-        ]
-        full_states = {}
-        for name, bs, rho_reg in variants:
-            dcfg = _dap_cfg(cfg, k, rho_reg)
-            tags = {"K": k, "batch": "full" if bs is None else bs, "rho_reg": str(rho_reg)}
-            vem = name.startswith("DAP (")
-            tags = {"model": "dap-vem", **tags} if vem else tags
-            state, hist = train_dap_model(
-                run,
-                tags,
-                dcfg,
-                train,
-                test,
-                epochs=cfg.epochs,
-                batch_size=bs,
-                chunk=cfg.chunk,
-                seed=seed,
-                vem=vem,
-            )
-            row = {
-                "pwll_at_budget": _at_budget(hist, budget),
-                "pwll_final": hist[-1]["pwll"],
-                "pwll_thesis_definition": ev.heldout_pwll(dcfg, state, test, seed=seed)["pwll"],
-                "pwll_elbo": ev.elbo_pwll(dcfg, state, test, chunk=cfg.chunk),
-                "seconds_to_beat_sklearn_lda": _seconds_to_beat(hist, lda_target),
-                "train_seconds": hist[-1]["train_seconds"],
-                "epochs": len(hist),
-                "distinct_topics_top3": ev.distinct_top_topics(state),
-                "authors_concentrated_gt_0.9": ev.share_concentrated(state),
-            }
-            if bs is None and len(hist) > 1:
-                # one pass over the training corpus, compile time excluded (epoch 2)
-                row["tokens_per_second"] = train.num_tokens / hist[1]["epoch_seconds"]
-            res[name] = row
-            run.print(f"K={k} {name}: " + ", ".join(f"{a}={_fmt(b)}" for a, b in row.items()))
-            if bs is None and not vem:
-                full_states[rho_reg] = (dcfg, state)
-        dcfg, state = full_states[max(full_states)]
-        tw = ev.topic_word(state)
-        res["top_words"] = [" ".join(ws) for ws in ev.top_words(tw, train.vocab, 8)]
-        res["persona_top3"] = ev.persona_top_topics(state).tolist()
-        run.save_figure(
-            ev.plot_personas(state, train.vocab, personas=range(min(6, cfg.num_personas))),
-            f"personas_K{k}",
+        per_seed = [_news_seed(cfg, run, corpus, k, seed) for seed in cfg.seeds]
+        res = {"per_seed": per_seed}
+        for name in per_seed[0]["rows"]:
+            rows = [s["rows"][name] for s in per_seed]
+            res[name] = {key: mean_std([r[key] for r in rows]) for key in _SUMMED if key in rows[0]}
+        rho = cfg.minibatch_rho
+        res["minibatch_criterion"] = minibatch_criterion(
+            [s["pwll_per_epoch"] for s in per_seed],
+            f"DAPPER full rho={rho}",
+            {f"batch {b}": f"DAPPER batch {b} rho={rho}" for b in cfg.batch_sizes},
         )
-        res["speed_tokens_per_second"] = {
-            "dapper_full_batch": res[variants[-len(cfg.batch_sizes) - 1][0]].get(
-                "tokens_per_second"
-            ),
-            "sklearn_online_one_pass": sk_online_tps,
-            "gensim_one_pass": gensim_tps,
-        }
+        best = max(per_seed, key=lambda s: s["rows"][s["figure_model"]]["pwll_final"])
+        res.update({key: best[key] for key in ("top_words", "persona_top3")})
+        res["figure_seed"] = best["seed"]
+        personas = range(min(6, cfg.num_personas))
+        run.save_figure(ev.plot_personas(best["state"], vocab, personas=personas), f"personas_K{k}")
+        for s in per_seed:
+            del s["state"]
         results[f"K{k}"] = res
-    lines = [
-        "| model | " + " | ".join(f"K={k} PWLL budget/final/thesis" for k in cfg.num_topics) + " |"
-    ]
-    names = [n for n in results[f"K{cfg.num_topics[0]}"] if n.startswith(("DAP", "sk", "gen"))]
-    for n in names:
-        cells = []
-        for k in cfg.num_topics:
-            r = results[f"K{k}"].get(n, {})
-            if "pwll_final" in r:
-                cells.append(
-                    f"{_fmt(r['pwll_at_budget'])} / {_fmt(r['pwll_final'])} / "
-                    f"{_fmt(r['pwll_thesis_definition'])}"
-                )
-            else:
-                cells.append(_fmt(r.get("pwll_completion")))
-        lines.append(f"| {n} | " + " | ".join(cells) + " |")
-    table = "\n".join(lines)
+    table = _news_table(results, cfg)
     run.print(table)
     results["table"] = table
     return results
+
+
+# per-variant numbers summarised over seeds (mean and sample std)
+_SUMMED = (
+    "pwll_at_budget",
+    "pwll_final",
+    "pwll_thesis_definition",
+    "pwll_completion",
+    "authors_concentrated",
+    "personas_dominant",
+    "personas_with_mass",
+    "largest_dominant_share",
+    "distinct_topics_top3",
+    "alpha_abs_mean",
+    "train_seconds",
+)
+
+
+def mean_std(values) -> dict:
+    """Mean and sample std of the values that are not None (None when there are none)."""
+    arr = np.asarray([v for v in values if v is not None], np.float64)
+    if not len(arr):
+        return {"mean": None, "std": None}
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0}
+
+
+def _news_seed(cfg: DapperNewsSettings, run, corpus, k: int, seed: int) -> dict:
+    """One seed of ``dapper-news`` at K topics: its own per-author split, the LDA baselines and
+    every DAP/DAPPER variant (per-epoch curves, both held-out metrics, persona usage)."""
+    from flowjax_thesis.models.dap import evaluation as ev
+    from flowjax_thesis.models.dap import lda_baselines as lb
+    from flowjax_thesis.models.dap.corpus import split_by_author
+
+    train, test = split_by_author(corpus, 0.1, seed=seed)
+    run.print(
+        f"K={k} seed {seed}: train {train.num_docs} docs / {train.num_tokens} tokens, "
+        f"test {test.num_docs} docs"
+    )
+    rows: dict = {}
+    sk, sk_secs = lb.sklearn_lda(train, k, passes=cfg.lda_passes, seed=seed)
+    rows["sklearn LDA"] = {
+        "pwll_completion": lb.sklearn_completion_pwll(sk, test, seed)["pwll"],
+        "pwll_thesis_definition": lb.sklearn_heldout_pwll(sk, test, seed=seed)["pwll"],
+        "train_seconds": sk_secs,
+    }
+    speed = {}
+    t0 = time.perf_counter()
+    lb.sklearn_lda(train, k, passes=1, learning_method="online", seed=seed)
+    speed["sklearn_online_one_pass"] = train.num_tokens / (time.perf_counter() - t0)
+    if cfg.gensim:
+        try:
+            gm, g_secs = lb.gensim_lda(train, k, passes=cfg.lda_passes, seed=seed)
+            rows["gensim LDA"] = {
+                "pwll_completion": lb.gensim_completion_pwll(gm, test, seed)["pwll"],
+                "pwll_thesis_definition": lb.gensim_heldout_pwll(gm, test, seed=seed)["pwll"],
+                "train_seconds": g_secs,
+            }
+            _, g1 = lb.gensim_lda(train, k, passes=1, seed=seed)
+            speed["gensim_one_pass"] = train.num_tokens / g1
+        except ImportError as e:
+            run.print(f"gensim baseline skipped: {e}")
+    lda_target = rows["sklearn LDA"]["pwll_completion"]
+    run.print(f"K={k} seed {seed} sklearn LDA ({cfg.lda_passes} passes): PWLL {lda_target:.3f}")
+    rho_mb = cfg.minibatch_rho
+    variants = [(f"DAP (appendix C) rho={r}", None, r) for r in cfg.rho_regs if cfg.dap_vem]
+    if cfg.thesis_variance_row:
+        variants += [(f"DAPPER full rho={r} Sigma_t (thesis)", None, r) for r in cfg.rho_regs]
+    full_rhos = sorted({*cfg.rho_regs, *([rho_mb] if cfg.batch_sizes else [])})
+    variants += [(f"DAPPER full rho={r}", None, r) for r in full_rhos]
+    variants += [(f"DAPPER batch {b} rho={rho_mb}", b, rho_mb) for b in cfg.batch_sizes]
+    # the persona figure and topic table: full batch at the largest rho (with RVI, as the thesis)
+    curves, figure_model, figure_state = {}, f"DAPPER full rho={max(cfg.rho_regs)}", None
+    for name, bs, rho_reg in variants:
+        dcfg = _dap_cfg(cfg, k, rho_reg, thesis_variance="Sigma_t" in name)
+        vem = name.startswith("DAP (")
+        tags = {"doc_variance": "Sigma_t"} if "Sigma_t" in name else {}
+        tags |= {
+            "K": k,
+            "seed": seed,
+            "batch": "full" if bs is None else bs,
+            "rho_reg": str(rho_reg),
+        }
+        tags = {"model": "dap-vem", **tags} if vem else tags
+        state, hist = train_dap_model(
+            run, tags, dcfg, train, test,
+            epochs=cfg.epochs, batch_size=bs, chunk=cfg.chunk, seed=seed, vem=vem,
+        )  # fmt: skip
+        curves[name] = [h["pwll"] for h in hist]
+        row = {
+            "pwll_at_budget": _at_budget(hist, cfg.time_budget),
+            "pwll_final": hist[-1]["pwll"],
+            "pwll_thesis_definition": ev.heldout_pwll(dcfg, state, test, seed=seed)["pwll"],
+            "pwll_elbo": ev.elbo_pwll(dcfg, state, test, chunk=cfg.chunk),
+            "seconds_to_beat_sklearn_lda": _seconds_to_beat(hist, lda_target),
+            "train_seconds": hist[-1]["train_seconds"],
+            "epochs": len(hist),
+            "distinct_topics_top3": ev.distinct_top_topics(state),
+            **ev.persona_usage(state),
+            # mean |alpha|: grows without bound where RVI diverges (the summary's note)
+            "alpha_abs_mean": float(np.abs(np.asarray(state.alpha)).mean()),
+        }
+        if bs is None and not vem and len(hist) > 1:
+            # one pass over the training corpus, compile time excluded (epoch 2)
+            speed.setdefault("dapper_full_batch", train.num_tokens / hist[1]["epoch_seconds"])
+        rows[name] = row
+        run.print(
+            f"K={k} seed {seed} {name}: " + ", ".join(f"{a}={_fmt(b)}" for a, b in row.items())
+        )
+        if name == figure_model:
+            figure_state = state
+    return {
+        "seed": seed,
+        "train_docs": train.num_docs,
+        "test_docs": test.num_docs,
+        "rows": rows,
+        "pwll_per_epoch": curves,
+        "speed_tokens_per_second": speed,
+        "figure_model": figure_model,
+        "top_words": [
+            " ".join(ws) for ws in ev.top_words(ev.topic_word(figure_state), train.vocab, 8)
+        ],
+        "persona_top3": ev.persona_top_topics(figure_state).tolist(),
+        "state": figure_state,
+    }
+
+
+def minibatch_criterion(curves: list[dict], full: str, batches: dict[str, str]) -> dict:
+    """Issue 14's mini-batch criterion on per-epoch held-out curves (one dict name -> curve per
+    seed): for each ``batches`` label -> curve name, the final PWLL within 0.05 nats of the
+    ``full``-batch curve's (same seed, same epochs) and no epoch more than 0.02 below the running
+    best of its own curve."""
+    out = {}
+    for label, name in batches.items():
+        gaps, drops = [], []
+        for c in curves:
+            curve = np.asarray(c[name])
+            gaps.append(float(c[full][-1] - curve[-1]))
+            drops.append(float(np.max(np.maximum.accumulate(curve) - curve)))
+        out[label] = {
+            "full_minus_batch_final": gaps,
+            "max_drop_below_running_best": drops,
+            "holds": bool(max(gaps) <= 0.05 and max(drops) <= 0.02),
+        }
+    return out
+
+
+def _news_table(results: dict, cfg: DapperNewsSettings) -> str:
+    """Markdown: completion (final) and thesis-definition PWLL, mean +- sd over seeds."""
+
+    def cell(r, key):
+        m = r.get(key, {}).get("mean")
+        return "-" if m is None else f"{m:.3f} +- {r[key]['std']:.3f}"
+
+    ks = cfg.num_topics
+    head = " | ".join(
+        f"K={k} completion | K={k} thesis PWLL | K={k} authors >0.9 on one" for k in ks
+    )
+    lines = [f"| model ({len(cfg.seeds)} seeds) | {head} |", "|---" * (1 + 3 * len(ks)) + "|"]
+    first = results[f"K{ks[0]}"]
+    for name in first["per_seed"][0]["rows"]:
+        cells = []
+        for k in ks:
+            r = results[f"K{k}"][name]
+            comp = "pwll_final" if "pwll_final" in r else "pwll_completion"
+            cells += [
+                cell(r, comp),
+                cell(r, "pwll_thesis_definition"),
+                cell(r, "authors_concentrated"),
+            ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """DAPPER on the State of the Union addresses (issue 15 item 5; registered on import).
 
-Documents are the addresses' **paragraphs** (``unit="paragraph"``; ``--set unit=block`` uses
-fixed blocks of ``block_words`` words instead), the author is the president, the time is the year.
+Documents are the addresses' paragraphs (``unit="paragraph"``, the smoke profile) or fixed blocks
+of ``block_words`` words (``unit="block"``; the cpu profile uses 50-word blocks, 40,356
+documents, so that the corpus also serves the mini-batch criterion of issue 14); the author is the
+president, the time is the year.
 Each seed draws its own per-president 90/10 train/test split and initialisation; DAPPER and the
 scikit-learn and gensim LDA baselines are scored on the same held-out tokens by document
 completion (:func:`flowjax_thesis.models.dap.evaluation.completion_pwll`: topic proportions
@@ -18,7 +20,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from flowjax_thesis.experiments import register
-from flowjax_thesis.experiments.dapper import train_dap_model
+from flowjax_thesis.experiments.dapper import mean_std, minibatch_criterion, train_dap_model
 
 _PAPER = {
     "source": "thesis chapter 3 (Giaquinto), Table 2 (CaringBridge) and Table 3 (Signal Media); "
@@ -43,11 +45,6 @@ def _dap_config(cfg: DapperSotuSettings):
         tau0=cfg.tau0,
         kappa=cfg.kappa,
     )
-
-
-def _mean_std(values: list[float]) -> dict:
-    arr = np.asarray(values, np.float64)
-    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0}
 
 
 def plot_persona_years(state, vocab, first_year: int, personas, n_topics: int = 4):
@@ -100,20 +97,28 @@ class DapperSotuSettings:
     lda_passes: int = 2
     gensim: bool = False
     dap_vem: bool = True
+    # mini-batch DAPPER rows beside full batch (issue 14's criterion on a >= 30,000-document
+    # corpus: ``--set unit=block --set block_words=50`` gives 40,356 documents)
+    batch_sizes: tuple[int, ...] = ()
     seeds: tuple[int, ...] = (0,)
 
 
 DAPPER_SOTU_SMOKE = DapperSotuSettings()
+# cpu: every address since 1790 cut into 50-word blocks (40,356 documents: the >= 30,000-document
+# corpus of issue 14's mini-batch criterion), full batch beside mini-batches of 1024, 3 seeds
 DAPPER_SOTU_CPU = replace(
     DAPPER_SOTU_SMOKE,
+    unit="block",
+    block_words=50,
     first_year=1790,
     vocab_size=5000,
     num_topics=20,
     num_personas=8,
-    epochs=20,
-    local_max_iter=20,
+    epochs=15,
+    local_max_iter=30,
     lda_passes=10,
     gensim=True,
+    batch_sizes=(1024,),
     seeds=(0, 1, 2),
 )
 DAPPER_SOTU_FULL = replace(
@@ -130,8 +135,9 @@ DAPPER_SOTU_FULL = replace(
 @register(
     "dapper-sotu",
     description=(
-        "DAPPER vs scikit-learn and gensim LDA on the State of the Union addresses 1790-2026 "
-        "(documents = paragraphs, author = president, time = year; `flowjax-thesis data get "
+        "DAPPER vs the appendix-C DAP baseline and scikit-learn and gensim LDA on the State of "
+        "the Union addresses 1790-2026 (documents = paragraphs or 50-word blocks at the cpu "
+        "profile, author = president, time = year; `flowjax-thesis data get "
         "sotu`): held-out per-word log-likelihood by document completion over seeds, and the "
         "personas' topic proportions over the years."
     ),
@@ -163,18 +169,14 @@ def dapper_sotu(cfg: DapperSotuSettings, run) -> dict:
     )
     dcfg = _dap_config(cfg)
     k = cfg.num_topics
-    scores: dict[str, list[float]] = {
-        "DAPPER": [],
-        "DAP (appendix C)": [],
-        "sklearn LDA": [],
-        "gensim LDA": [],
-    }
+    dap_models = {"DAPPER": ("dapper", None)}
+    dap_models |= {f"DAPPER batch {b}": ("dapper", b) for b in cfg.batch_sizes}
+    if cfg.dap_vem:
+        dap_models["DAP (appendix C)"] = ("dap-vem", None)
+    scores: dict[str, list[float]] = {n: [] for n in [*dap_models, "sklearn LDA", "gensim LDA"]}
     seconds: dict[str, list[float]] = {name: [] for name in scores}
     thesis_scores: dict[str, list[float]] = {}
     per_seed, best = [], None
-    dap_models = {"DAPPER": "dapper"}
-    if cfg.dap_vem:
-        dap_models["DAP (appendix C)"] = "dap-vem"
     for seed in cfg.seeds:
         train, test = split_by_author(corpus, 0.1, seed=seed)
 
@@ -188,10 +190,11 @@ def dapper_sotu(cfg: DapperSotuSettings, run) -> dict:
         # the thesis's held-out PWLL, sum_d log p(w_d) / sum_d N_d (importance sampled)
         heldout = {"sklearn LDA": lb.sklearn_heldout_pwll(sk, test, seed=seed)["pwll"]}
         states = {}
-        for name, tag in dap_models.items():
+        for name, (tag, batch) in dap_models.items():
+            tags = {"model": tag, "seed": seed} | ({"batch": batch} if batch else {})
             state, epochs = train_dap_model(
-                run, {"model": tag, "seed": seed}, dcfg, train, test,
-                epochs=cfg.epochs, batch_size=None, chunk=cfg.chunk, seed=seed,
+                run, tags, dcfg, train, test,
+                epochs=cfg.epochs, batch_size=batch, chunk=cfg.chunk, seed=seed,
                 vem=tag == "dap-vem",
             )  # fmt: skip
             curve = [e["pwll"] for e in epochs]
@@ -224,15 +227,18 @@ def dapper_sotu(cfg: DapperSotuSettings, run) -> dict:
         if best is None or dapper_pwll > best[0]:
             best = (dapper_pwll, states["DAPPER"], train)
     _, state, train = best
-    table_rows = ["| model | held-out PWLL (mean +- sd over seeds) | fit seconds (mean) |"]
-    table_rows.append("| --- | --- | --- |")
-    summary_scores = {}
-    for name, vals in scores.items():
-        if vals:
-            summary_scores[name] = _mean_std(vals)
-            m, s = summary_scores[name]["mean"], summary_scores[name]["std"]
-            secs = float(np.mean(seconds[name])) if seconds[name] else float("nan")
-            table_rows.append(f"| {name} | {m:.3f} +- {s:.3f} | {secs:.1f} |")
+    table_rows = [
+        "| model | completion PWLL (mean +- sd over seeds) | thesis held-out PWLL | fit seconds |",
+        "| --- | --- | --- | --- |",
+    ]
+    summary_scores = {name: mean_std(vals) for name, vals in scores.items() if vals}
+    for name, ms in summary_scores.items():
+        th = mean_std(thesis_scores.get(name, []))
+        th_cell = "-" if th["mean"] is None else f"{th['mean']:.3f} +- {th['std']:.3f}"
+        secs = float(np.mean(seconds[name])) if seconds[name] else float("nan")
+        table_rows.append(
+            f"| {name} | {ms['mean']:.3f} +- {ms['std']:.3f} | {th_cell} | {secs:.1f} |"
+        )
     table = "\n".join(table_rows)
     run.print(table)
     probs = ev.author_persona_probs(state)
@@ -258,7 +264,7 @@ def dapper_sotu(cfg: DapperSotuSettings, run) -> dict:
             "years": corpus.num_times,
         },
         "pwll": summary_scores,
-        "pwll_thesis_definition": {n: _mean_std(v) for n, v in thesis_scores.items()},
+        "pwll_thesis_definition": {n: mean_std(v) for n, v in thesis_scores.items()},
         "fit_seconds": {n: v for n, v in seconds.items() if v},
         "per_seed": per_seed,
         "table": table,
@@ -271,4 +277,10 @@ def dapper_sotu(cfg: DapperSotuSettings, run) -> dict:
         "top_words": [" ".join(ws) for ws in top],
         "persona_top_topics": ev.persona_top_topics(state).tolist(),
         "authors_concentrated_gt_0.9": ev.share_concentrated(state),
+        "persona_usage": ev.persona_usage(state),
+        "minibatch_criterion": minibatch_criterion(
+            [{n: r[f"{n}_pwll_per_epoch"] for n in dap_models} for r in per_seed],
+            "DAPPER",
+            {f"batch {b}": f"DAPPER batch {b}" for b in cfg.batch_sizes},
+        ),
     }

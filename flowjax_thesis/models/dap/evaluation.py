@@ -297,6 +297,25 @@ def share_concentrated(state: DapState, threshold: float = 0.9, authors=None) ->
     return float(np.mean(probs.max(axis=1) > threshold))
 
 
+def persona_usage(state: DapState, threshold: float = 0.9, min_mass: float = 0.05) -> dict:
+    """How the authors spread over the personas (the collapse diagnostics of issue 14).
+
+    ``authors_concentrated``: share of authors with one persona above ``threshold`` (the thesis's
+    71%); ``personas_dominant``: distinct personas that are some author's most probable one;
+    ``personas_with_mass``: personas holding at least ``min_mass`` of the authors' average
+    probability; ``largest_dominant_share``: share of authors whose most probable persona is the
+    most common one (1.0: every author on the same persona, the collapse).
+    """
+    probs = author_persona_probs(state)
+    dominant = probs.argmax(axis=1)
+    return {
+        "authors_concentrated": float(np.mean(probs.max(axis=1) > threshold)),
+        "personas_dominant": int(len(np.unique(dominant))),
+        "personas_with_mass": int(np.sum(probs.mean(axis=0) >= min_mass)),
+        "largest_dominant_share": float(np.bincount(dominant).max() / len(dominant)),
+    }
+
+
 def plot_personas(state: DapState, vocab, personas=None, n_topics: int = 3, n_words: int = 4):
     """Figure like thesis Figures 7-8: the three strongest topics of each persona over time."""
     import matplotlib

@@ -1,0 +1,38 @@
+"""The DAPPER run diagnostics of issue 14: persona usage (collapse) and the mini-batch criterion."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from flowjax_thesis.experiments.dapper import minibatch_criterion
+from flowjax_thesis.models.dap import evaluation as ev
+
+
+def test_persona_usage_counts_collapse():
+    # four authors over three personas: three sit on persona 0 (two of them concentrated), one
+    # is split between personas 1 and 2
+    delta = np.array([[95, 3, 2], [80, 10, 10], [99, 0.5, 0.5], [2, 49, 49]], float)
+    usage = ev.persona_usage(SimpleNamespace(delta=delta))
+    assert usage == {
+        "authors_concentrated": 0.5,
+        "personas_dominant": 2,
+        "personas_with_mass": 3,
+        "largest_dominant_share": 0.75,
+    }
+    collapsed = ev.persona_usage(SimpleNamespace(delta=np.tile([[97.0, 2.0, 1.0]], (5, 1))))
+    assert collapsed["largest_dominant_share"] == 1.0 and collapsed["personas_dominant"] == 1
+    assert collapsed["personas_with_mass"] == 1
+
+
+def test_minibatch_criterion_end_gap_and_drops():
+    full = [-8.0, -7.9, -7.85]
+    ok = [-7.95, -7.90, -7.89]  # 0.04 below full at the end, never below its running best
+    late_drop = [-7.8, -7.83, -7.84]  # ends above full but falls 0.04 below its best
+    far = [-8.2, -8.0, -7.95]  # monotone, but 0.10 below full at the end
+    curves = [{"full": full, "ok": ok, "drop": late_drop, "far": far}]
+    out = minibatch_criterion(curves, "full", {"a": "ok", "b": "drop", "c": "far"})
+    assert out["a"]["holds"] and out["a"]["full_minus_batch_final"] == [pytest.approx(0.04)]
+    assert not out["b"]["holds"]
+    assert out["b"]["max_drop_below_running_best"] == [pytest.approx(0.04)]
+    assert not out["c"]["holds"] and out["c"]["max_drop_below_running_best"] == [0.0]

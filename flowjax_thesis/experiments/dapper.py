@@ -165,6 +165,7 @@ DAPPER_NEWS_CPU = replace(
     chunk=256,
     lda_passes=10,
     gensim=True,
+    seeds=(0, 1, 2),
 )
 DAPPER_NEWS_FULL = replace(
     DAPPER_NEWS_CPU,

@@ -176,6 +176,25 @@ def test_thesis_rvi_has_the_thesis_strength_below_the_cap_and_stays_stable():
         assert np.all(np.isfinite(out)) and np.abs(out).max() < 20
 
 
+def test_rvi_makes_the_em_iteration_amplify_persona_differences():
+    """Why RVI at the thesis's rho drifts on NewsArticles (mean |alpha| 0.3 -> 200 in 20 epochs):
+    the alpha_hat system is positive definite, but where documents do not pin their means down
+    (topics a document does not use), m_d follows its persona's alpha, and one M-step then maps a
+    persona difference alpha_1 - alpha_2 to n / (1 + n (1 - s)) times itself: a gain above 1 for
+    any strength s > 0 once n s > 1; without RVI the gain n / (1 + n) is below 1. rho = 0.25
+    with P = 2 is the capped strength s = 0.5 (rvi_floor 0.5), as rho = 0.2 with P = 15."""
+    n, p, k = 100.0, 2, 1
+    tau = np.full((1, p), n, np.float32)
+    for rho, gain in ((0.0, n / (1 + n)), (0.25, n / (1 + n * (1 - 0.5)))):
+        cfg = DapConfig(num_topics=k, num_personas=p, rho_reg=rho)
+        alpha = np.array([[0.1], [-0.1]], np.float32)  # (P, K): a small persona difference
+        for _ in range(5):  # documents' means follow their persona's alpha
+            new = np.asarray(solve_alpha_hat(cfg, tau, tau**2, (n * alpha)[None], tau.sum(1), 0.0))
+            np.testing.assert_allclose(new[0].T, gain * alpha, rtol=1e-4)
+            alpha = new[0].T
+    assert n / (1 + n * 0.5) > 1.9 and abs(alpha[0, 0]) > 2.5  # 0.1 * 1.96^5: drifts apart
+
+
 def test_mass_weighted_rvi_stays_well_posed_when_a_persona_is_starved():
     """A persona with almost no documents at a busy time step made the released code's system
     indefinite (and full-batch RVI diverge); the mass-weighted and the capped thesis systems are

@@ -73,8 +73,18 @@ def _dapper_news(s: dict) -> str:
     )
     mb = res.get("minibatch_criterion", {})
     held = [b for b, v in mb.items() if v["holds"]]
+    full = [n for n in rows if n.startswith("DAPPER full rho=") and "Sigma_t" not in n]
+    rhos = sorted(float(n.split("rho=")[1]) for n in full)
+    rvi = ""
+    if len(rhos) > 1:
+        gain = (
+            res[f"DAPPER full rho={rhos[-1]}"]["pwll_final"]["mean"]
+            - res[f"DAPPER full rho={rhos[0]}"]["pwll_final"]["mean"]
+        )
+        verdict = "reproduced" if gain > 0 else "NOT reproduced"
+        rvi = f"; RVI rho={rhos[-1]} minus rho={rhos[0]}: {gain:+.3f} nats ({verdict})"
     return (
-        f"{s['data']['corpus']}, {k}, {len(s['seeds'])} seeds, completion PWLL: {cells}; "
+        f"{s['data']['corpus']}, {k}, {len(s['seeds'])} seeds, completion PWLL: {cells}{rvi}; "
         f"mini-batch criterion holds for {', '.join(held) or 'none'} of {len(mb)}"
     )
 

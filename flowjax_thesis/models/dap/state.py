@@ -47,7 +47,7 @@ class DapConfig:
         each). That collapse is an initialisation effect: the log-odds between personas scale
         as 1/s, so at small s the random initial alpha (``init_alpha_scale``) decides the first
         E-step's hard assignments. With ``init_alpha_scale=0.1`` Sigma_t used 7 personas (at most
-        2 authors each) at the same PWLL (-7.878): the 0.07-nat loss is the variance itself.
+        2 authors each) at the same PWLL (-7.876): the 0.07-nat loss is the variance itself.
       v0, mu0: prior variance and mean of alpha at the first time step.
       rho_reg: RVI strength rho >= 0 of eq. 3.20/3.22: personas are paired with weight
         rho D_t (section 3.6). The thesis found its best values in [0, 0.5] (0.2 in every

@@ -1147,6 +1147,11 @@ SETTINGS += [
     case("tau0-0-ok", setting("dapper-news", "tau0", "0"), Ok(lambda c: c.tau0 == 0.0)),
     case("tau0-neg", setting("dapper-news", "tau0", "-1"), Raises(ValueError, "'tau0' must be")),
     case(
+        "minibatch-rho-negative",
+        setting("dapper-news", "minibatch_rho", "-0.1"),
+        Raises(ValueError, "'minibatch_rho' must be a finite number >= 0"),
+    ),
+    case(
         "rho-regs-negative",
         setting("dapper-news", "rho_regs", "[0.0, -0.2]"),
         Raises(ValueError, "'rho_regs' must be a finite number >= 0"),

@@ -192,6 +192,12 @@ CLAIMS: tuple[Claim, ...] = (
         _psr_images,
     ),
     Claim(
+        "psr-images",
+        "Table 13 on Fashion-MNIST (`--set data=fashion-mnist`)",
+        "psr-images-fashion-mnist",
+        _psr_images,
+    ),
+    Claim(
         "compressive-latent-sweep",
         "Figure 18: compression costs little bits/dim; VAE compression is the best",
         "compressive-latent-sweep-mnist",

@@ -224,6 +224,7 @@ _MODULES = (
     "flowjax_thesis.experiments.flows_2d",
     "flowjax_thesis.experiments.dapper",
     "flowjax_thesis.experiments.dapper_sotu",
+    "flowjax_thesis.experiments.dapper_synthetic",
     "flowjax_thesis.experiments.bayes_vi",
     "flowjax_thesis.experiments.psr_vectors",
     "flowjax_thesis.experiments.psr_images",

@@ -1,4 +1,5 @@
-"""The VAE decoder's fast transposed convolution and the ``vae-flows`` step budget."""
+"""The VAE networks' fast convolutions (same function as flax's) and the ``vae-flows`` step
+budget."""
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flowjax_thesis.models.vae.networks import Decoder, SubpixelConvTranspose, small_kernel
+from flowjax_thesis.models.vae.networks import (
+    Decoder,
+    Encoder,
+    LatentConvTranspose,
+    PatchConv,
+    SubpixelConvTranspose,
+    small_kernel,
+)
 
 
 @pytest.mark.parametrize(("k", "hw"), [(5, 7), (3, 2), (4, 3)])
@@ -37,18 +45,71 @@ def test_subpixel_matches_flax_conv_transpose(k, hw):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+_CONV_CASES = {  # name: (layer, flax reference, input shape with two batch axes)
+    "stride 2, explicit padding": (
+        PatchConv(6, (5, 5), 2, ((2, 2), (2, 2))),
+        nn.Conv(6, (5, 5), strides=(2, 2), padding=((2, 2), (2, 2))),
+        (2, 3, 9, 8, 4),
+    ),
+    "full kernel, valid": (
+        PatchConv(6, (3, 4), 1, "VALID"),
+        nn.Conv(6, (3, 4), padding="VALID"),
+        (2, 3, 3, 4, 5),
+    ),
+    "stride 1, uneven padding": (
+        PatchConv(6, (3, 2), 1, ((1, 0), (0, 1))),
+        nn.Conv(6, (3, 2), padding=((1, 0), (0, 1))),
+        (2, 3, 5, 6, 2),
+    ),
+    "transposed from 1x1": (
+        LatentConvTranspose(6, (3, 4)),
+        nn.ConvTranspose(6, (3, 4), padding="VALID"),
+        (2, 3, 1, 1, 5),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(_CONV_CASES))
+def test_fast_convolutions_match_flax(case):
+    """Same params, initial values, outputs and gradients as flax's Conv / ConvTranspose."""
+    mine, ref, shape = _CONV_CASES[case]
+    x = jax.random.normal(jax.random.PRNGKey(1), shape)
+    params = ref.init(jax.random.PRNGKey(0), x)
+    for a, b in zip(
+        jax.tree.leaves(mine.init(jax.random.PRNGKey(0), x)), jax.tree.leaves(params), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(mine.apply(params, x), ref.apply(params, x), atol=1e-5)
+
+    def loss(f):
+        return lambda p, x: jnp.sum(jnp.sin(f.apply(p, x)))
+
+    g_ref = jax.grad(loss(ref), argnums=(0, 1))(params, x)
+    g = jax.grad(loss(mine), argnums=(0, 1))(params, x)
+    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_fast_convolutions_refuse_what_they_do_not_compute():
+    with pytest.raises(ValueError, match="expects 1x1 inputs"):
+        LatentConvTranspose(6, (3, 3)).init(jax.random.PRNGKey(0), jnp.zeros((2, 2, 2, 5)))
+    with pytest.raises(ValueError, match="takes .VALID. or explicit"):
+        PatchConv(6, (3, 3), 1, "SAME").init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 2)))
+
+
 class GatedConv(nn.Module):
-    """The decoder's gated layer written with flax's ConvTranspose (the reference; its class
-    name gives the reference decoder the same parameter paths as ours)."""
+    """The networks'' gated layer written with flax's ConvTranspose (the reference; its class
+    name gives the reference networks the same parameter paths as ours)."""
 
     features: int
     kernel: tuple[int, int]
     strides: int
-    padding: str
+    padding: str | tuple
+    transpose: bool = True
 
     @nn.compact
     def __call__(self, x):
-        out = nn.ConvTranspose(
+        out = (nn.ConvTranspose if self.transpose else nn.Conv)(
             2 * self.features, self.kernel, strides=(self.strides,) * 2, padding=self.padding
         )(x)
         a, g = jnp.split(out, 2, axis=-1)
@@ -70,16 +131,41 @@ class _FlaxDecoder(nn.Module):
         return nn.Conv(self.out_channels, (1, 1))(x)
 
 
+class _FlaxEncoder(nn.Module):
+    image_shape: tuple[int, int, int]
+
+    @nn.compact
+    def __call__(self, x):
+        h, w, _ = self.image_shape
+        k = small_kernel(self.image_shape)
+        pad = ((k // 2, k // 2),) * 2
+        x = GatedConv(16, (k, k), 2, pad, transpose=False)(x)
+        x = GatedConv(32, (k, k), 2, pad, transpose=False)(x)
+        x = GatedConv(256, (h // 4, w // 4), 1, "VALID", transpose=False)(x)
+        return x.reshape(x.shape[:-3] + (256,))
+
+
 @pytest.mark.parametrize("shape", [(28, 28, 1), (8, 8, 1)])
-def test_decoder_same_params_init_and_function_as_conv_transpose(shape):
-    dec, ref = Decoder(shape, 1), _FlaxDecoder(shape, 1)
-    z = jax.random.normal(jax.random.PRNGKey(2), (3, 5, 6))
-    params = dec.init(jax.random.PRNGKey(0), z)
-    ref_params = ref.init(jax.random.PRNGKey(0), z)
+@pytest.mark.parametrize("which", ["encoder", "decoder"])
+def test_networks_same_params_init_and_function_as_flax_convolutions(shape, which):
+    """Our encoder and decoder (sub-pixel and full-kernel layers) against the same networks
+    written with flax's Conv / ConvTranspose: parameters, initial values, outputs, gradients."""
+    if which == "decoder":
+        net, ref = Decoder(shape, 1), _FlaxDecoder(shape, 1)
+        x = jax.random.normal(jax.random.PRNGKey(2), (3, 5, 6))
+    else:
+        net, ref = Encoder(shape), _FlaxEncoder(shape)
+        x = jax.random.uniform(jax.random.PRNGKey(2), (3, 5, *shape))
+    params = net.init(jax.random.PRNGKey(0), x)
+    ref_params = ref.init(jax.random.PRNGKey(0), x)
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ref_params), strict=True):
         np.testing.assert_array_equal(a, b)  # same names, shapes and initial values
     assert jax.tree.structure(params) == jax.tree.structure(ref_params)
-    np.testing.assert_allclose(dec.apply(params, z), ref.apply(params, z), atol=1e-5)
+    np.testing.assert_allclose(net.apply(params, x), ref.apply(params, x), atol=1e-5)
+    g = jax.grad(lambda p: jnp.sum(jnp.sin(net.apply(p, x))))(params)
+    g_ref = jax.grad(lambda p: jnp.sum(jnp.sin(ref.apply(p, x))))(params)
+    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
 # -- vae-flows: the step budget, the posteriors setting and merging parts ------------------------

@@ -1,4 +1,4 @@
-"""The VAE networks' fast convolutions (same function as flax's) and the ``vae-flows`` step
+"""The VAE networks (the same function as with flax's convolutions) and the ``vae-flows`` step
 budget."""
 
 from __future__ import annotations
@@ -12,94 +12,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flowjax_thesis.models.vae.networks import (
-    Decoder,
-    Encoder,
-    LatentConvTranspose,
-    PatchConv,
-    SubpixelConvTranspose,
-    small_kernel,
-)
-
-
-@pytest.mark.parametrize(("k", "hw"), [(5, 7), (3, 2), (4, 3)])
-def test_subpixel_matches_flax_conv_transpose(k, hw):
-    """Same params, same outputs and gradients as flax's input-dilated ConvTranspose."""
-    ref = nn.ConvTranspose(6, (k, k), strides=(2, 2), padding="SAME")
-    mine = SubpixelConvTranspose(6, (k, k), 2)
-    x = jax.random.normal(jax.random.PRNGKey(1), (2, 3, hw, hw, 4))  # two batch axes
-    params = ref.init(jax.random.PRNGKey(0), x)
-    assert jax.tree.map(jnp.shape, mine.init(jax.random.PRNGKey(0), x)) == jax.tree.map(
-        jnp.shape, params
-    )
-    out_ref, out = ref.apply(params, x), mine.apply(params, x)
-    assert out.shape == (2, 3, 2 * hw, 2 * hw, 6)
-    np.testing.assert_allclose(out, out_ref, atol=1e-5)
-
-    def loss(f):
-        return lambda p, x: jnp.sum(jnp.sin(f.apply(p, x)))
-
-    g_ref = jax.grad(loss(ref), argnums=(0, 1))(params, x)
-    g = jax.grad(loss(mine), argnums=(0, 1))(params, x)
-    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
-
-
-_CONV_CASES = {  # name: (layer, flax reference, input shape with two batch axes)
-    "stride 2, explicit padding": (
-        PatchConv(6, (5, 5), 2, ((2, 2), (2, 2))),
-        nn.Conv(6, (5, 5), strides=(2, 2), padding=((2, 2), (2, 2))),
-        (2, 3, 9, 8, 4),
-    ),
-    "full kernel, valid": (
-        PatchConv(6, (3, 4), 1, "VALID"),
-        nn.Conv(6, (3, 4), padding="VALID"),
-        (2, 3, 3, 4, 5),
-    ),
-    "stride 1, uneven padding": (
-        PatchConv(6, (3, 2), 1, ((1, 0), (0, 1))),
-        nn.Conv(6, (3, 2), padding=((1, 0), (0, 1))),
-        (2, 3, 5, 6, 2),
-    ),
-    "transposed from 1x1": (
-        LatentConvTranspose(6, (3, 4)),
-        nn.ConvTranspose(6, (3, 4), padding="VALID"),
-        (2, 3, 1, 1, 5),
-    ),
-}
-
-
-@pytest.mark.parametrize("case", list(_CONV_CASES))
-def test_fast_convolutions_match_flax(case):
-    """Same params, initial values, outputs and gradients as flax's Conv / ConvTranspose."""
-    mine, ref, shape = _CONV_CASES[case]
-    x = jax.random.normal(jax.random.PRNGKey(1), shape)
-    params = ref.init(jax.random.PRNGKey(0), x)
-    for a, b in zip(
-        jax.tree.leaves(mine.init(jax.random.PRNGKey(0), x)), jax.tree.leaves(params), strict=True
-    ):
-        np.testing.assert_array_equal(a, b)
-    np.testing.assert_allclose(mine.apply(params, x), ref.apply(params, x), atol=1e-5)
-
-    def loss(f):
-        return lambda p, x: jnp.sum(jnp.sin(f.apply(p, x)))
-
-    g_ref = jax.grad(loss(ref), argnums=(0, 1))(params, x)
-    g = jax.grad(loss(mine), argnums=(0, 1))(params, x)
-    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
-
-
-def test_fast_convolutions_refuse_what_they_do_not_compute():
-    with pytest.raises(ValueError, match="expects 1x1 inputs"):
-        LatentConvTranspose(6, (3, 3)).init(jax.random.PRNGKey(0), jnp.zeros((2, 2, 2, 5)))
-    with pytest.raises(ValueError, match="takes .VALID. or explicit"):
-        PatchConv(6, (3, 3), 1, "SAME").init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 2)))
+from flowjax_thesis.models.vae.networks import Decoder, Encoder, small_kernel
 
 
 class GatedConv(nn.Module):
-    """The networks'' gated layer written with flax's ConvTranspose (the reference; its class
-    name gives the reference networks the same parameter paths as ours)."""
+    """The networks' gated layer written with flax's Conv and ConvTranspose (the reference;
+    its class name gives the reference networks the same parameter paths as ours)."""
 
     features: int
     kernel: tuple[int, int]

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from flowjax_thesis.bijectors.static import Static
 from flowjax_thesis.models.compressive import ppca
 from flowjax_thesis.nets import MLP
+from flowjax_thesis.nets.patch_conv import Conv
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -387,8 +388,8 @@ class _ConvEncoder(nn.Module):
     @nn.compact
     def __call__(self, x):
         for _ in range(self.depth):
-            x = nn.relu(nn.Conv(self.width, (3, 3))(x))
-        return nn.Conv(
+            x = nn.relu(Conv(self.width, (3, 3))(x))
+        return Conv(
             self.out, (1, 1), kernel_init=nn.initializers.zeros, bias_init=nn.initializers.zeros
         )(x)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from flowjax_thesis.nets.patch_conv import Conv, ConvTranspose
+
 
 class DenseNetEncoder(nn.Module):
     """``h(x)``: a 3x3 stem, ``blocks`` dense blocks of ``layers`` 3x3 convolutions each
@@ -18,11 +20,11 @@ class DenseNetEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        h = nn.Conv(2 * self.growth, (3, 3))(x - 0.5)
+        h = Conv(2 * self.growth, (3, 3))(x - 0.5)
         for _ in range(self.blocks):
             for _ in range(self.layers):
-                h = jnp.concatenate([h, nn.Conv(self.growth, (3, 3))(nn.relu(h))], -1)
-            h = nn.Conv(self.features, (1, 1))(nn.relu(h))
+                h = jnp.concatenate([h, Conv(self.growth, (3, 3))(nn.relu(h))], -1)
+            h = Conv(self.features, (1, 1))(nn.relu(h))
         return h
 
 
@@ -39,12 +41,12 @@ class Upsampler(nn.Module):
         size = h.shape[-3]
         target = self.target_hw[0]
         while size < target:
-            h = nn.relu(nn.ConvTranspose(self.features, (3, 3), strides=(2, 2))(h))
+            h = nn.relu(ConvTranspose(self.features, (3, 3), strides=(2, 2))(h))
             size *= 2
         while size > target:
-            h = nn.relu(nn.Conv(self.features, (3, 3), strides=(2, 2))(h))
+            h = nn.relu(Conv(self.features, (3, 3), strides=(2, 2))(h))
             size //= 2
-        return nn.Conv(self.features, (3, 3))(nn.relu(h))
+        return Conv(self.features, (3, 3))(nn.relu(h))
 
 
 class ImageFeatures(nn.Module):

@@ -111,6 +111,27 @@ def _compressive_sweep(s: dict) -> str:
     return text
 
 
+def _compressive_depth(s: dict) -> str:
+    rows = {(r["model"].split("_K")[0], r["steps/scale"]): r["bits/dim"] for r in s["comparison"]}
+    methods = sorted({m for m, _ in rows})
+    depths = sorted({k for _, k in rows})
+    falls = all(
+        rows[(m, a)] > rows[(m, b)]
+        for m in methods
+        for a, b in zip(depths, depths[1:], strict=False)
+    )
+    text = f"{s['data']['name']}: bits/dim at K = {depths}: " + "; ".join(
+        f"{m} " + " / ".join(f"{rows[(m, k)]:.2f}" for k in depths) for m in methods
+    )
+    text += "; falls with depth" if falls else "; does NOT fall with depth everywhere"
+    if {"ppca", "vae"} <= set(methods):
+        worse = all(rows[("ppca", k)] > rows[("vae", k)] for k in depths)
+        text += f"; PPCA {'worse' if worse else 'NOT worse'} than VAE at every depth"
+    if s["data"].get("stand_in"):
+        text += " (offline stand-in data)"
+    return text
+
+
 def _gbnf_toy(s: dict) -> str:
     rows = s["comparison"]
     sets = sorted({r["dataset"] for r in rows})
@@ -202,6 +223,18 @@ CLAIMS: tuple[Claim, ...] = (
         "Figure 18: compression costs little bits/dim; VAE compression is the best",
         "compressive-latent-sweep-mnist",
         _compressive_sweep,
+    ),
+    Claim(
+        "compressive-architectures",
+        "Table 10: no compression is best; VAE compression is the best compressive step",
+        "compressive-architectures-mnist",
+        _compressive_sweep,
+    ),
+    Claim(
+        "compressive-depth",
+        "Figure 20: bits/dim improve with bijective depth; PPCA worse than VAE at every depth",
+        "compressive-depth",
+        _compressive_depth,
     ),
     Claim(
         "dapper-news",

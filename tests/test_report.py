@@ -46,3 +46,22 @@ def test_readme_without_markers_is_a_clear_error(tmp_path):
     readme.write_text("no table here\n")
     with pytest.raises(ValueError, match="markers"):
         report.update_readme(str(readme), "| t |")
+
+
+def test_compressive_depth_headline_reads_both_directions_from_the_rows():
+    from flowjax_thesis.report import _compressive_depth
+
+    def summary(vae_k1):
+        rows = [("ppca", 0, 3.0), ("ppca", 1, 2.5), ("vae", 0, 2.6), ("vae", 1, vae_k1)]
+        return {
+            "data": {"name": "digits", "stand_in": True},
+            "comparison": [
+                {"model": f"{m}_K{k}", "steps/scale": k, "bits/dim": v} for m, k, v in rows
+            ],
+        }
+
+    good = _compressive_depth(summary(2.4))
+    assert "falls with depth" in good and "PPCA worse than VAE at every depth" in good
+    assert "stand-in" in good
+    bad = _compressive_depth(summary(2.7))
+    assert "does NOT fall" in bad and "PPCA NOT worse" in bad

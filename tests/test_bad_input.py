@@ -781,6 +781,15 @@ def growing_loss():
     return Transition(lambda s: s, lambda s, batch, key: (s + 10.0, {"loss": s + 2.0}))
 
 
+def exploding(hint: str = "try a smaller learning rate"):
+    """A state multiplied by 10 per step whose loss turns NaN past 1e6, with ``hint``."""
+
+    def step(s, batch, key):
+        return s * 10.0, {"loss": jnp.where(s > 1e6, jnp.nan, s)}
+
+    return Transition(lambda s: s, step, hint)
+
+
 def trained_finite(out):
     params = out[0] if isinstance(out, tuple) else out.state
     return finite(params)
@@ -905,6 +914,11 @@ TRAINING = [
         "fit_vi-lr-too-large-diverges",
         fit_vi_with(steps=40, optimizer=optax.sgd(3.0), num_samples=4, chunk_size=2),
         Raises(DivergenceError, "the loss grew before it diverged: try a smaller learning rate"),
+    ),
+    case(
+        "fit-diverging-says-what-this-algorithm-can-try",
+        lambda tmp: fit(exploding("lower rho_reg"), 1.0, None, steps=12, chunk_size=2, **FIT),
+        Raises(DivergenceError, "the loss grew before it diverged: lower rho_reg"),
     ),
     case(
         "fit-loss-ends-far-above-start-warns",

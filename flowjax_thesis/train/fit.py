@@ -163,7 +163,7 @@ def _check_data(data) -> int | None:
     return n
 
 
-def _diagnose(losses: list[float], first_bad: int, start_step: int) -> str:
+def _diagnose(losses: list[float], first_bad: int, start_step: int, hint: str) -> str:
     """Why a run went non-finite, as far as the finite losses before it tell."""
     if first_bad == start_step and not losses:
         return (
@@ -177,8 +177,8 @@ def _diagnose(losses: list[float], first_bad: int, start_step: int) -> str:
             "gradients are (gradient clipping helps)."
         )
     if len(losses) > 1 and losses[-1] > losses[0]:
-        return "The loss grew before it diverged: try a smaller learning rate."
-    return "Check the data and the target, or try a smaller learning rate."
+        return f"The loss grew before it diverged: {hint}."
+    return f"Check the data and the target, or {hint}."
 
 
 def fit(
@@ -390,7 +390,12 @@ def fit(
                 raise DivergenceError(
                     f"training diverged: non-finite loss or parameters at step {first}. "
                     f"Stopped; the last good state is from step {step}{where}. "
-                    + _diagnose(_finite_losses(history, host, first - step), first, start_step),
+                    + _diagnose(
+                        _finite_losses(history, host, first - step),
+                        first,
+                        start_step,
+                        transition.divergence_hint,
+                    ),
                     state,
                     step,
                 )

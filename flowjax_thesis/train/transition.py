@@ -21,3 +21,5 @@ Metrics = dict[str, chex.Array]
 class Transition(NamedTuple):
     init: Callable[..., State]
     step: Callable[[State, Batch, chex.PRNGKey], tuple[State, Metrics]]
+    # what :func:`fit`'s divergence message tells the user to try, in this algorithm's terms
+    divergence_hint: str = "try a smaller learning rate"

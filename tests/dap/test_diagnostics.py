@@ -7,6 +7,8 @@ import pytest
 
 from flowjax_thesis.experiments.dapper import minibatch_criterion
 from flowjax_thesis.models.dap import evaluation as ev
+from flowjax_thesis.models.dap.state import DapConfig
+from flowjax_thesis.models.dap.synthetic import synthetic_corpus
 
 
 def test_persona_usage_counts_collapse():
@@ -36,3 +38,15 @@ def test_minibatch_criterion_end_gap_and_drops():
     assert not out["b"]["holds"]
     assert out["b"]["max_drop_below_running_best"] == [pytest.approx(0.04)]
     assert not out["c"]["holds"] and out["c"]["max_drop_below_running_best"] == [0.0]
+
+
+def test_dap_transitions_name_what_can_diverge_instead_of_a_learning_rate():
+    """The engine's divergence message for DAP/DAPPER names rho_reg and the step sizes."""
+    from flowjax_thesis.models.dap.training import DAP_DIVERGENCE_HINT, dapper_transition
+    from flowjax_thesis.models.dap.vem import vem_transition
+
+    corpus, _ = synthetic_corpus(num_authors=4, docs_per_author=2, num_times=2)
+    cfg = DapConfig(num_topics=3, num_personas=2)
+    for transition in (dapper_transition(cfg, corpus), vem_transition(cfg, corpus)):
+        assert transition.divergence_hint == DAP_DIVERGENCE_HINT
+    assert "no learning rate" in DAP_DIVERGENCE_HINT and "rho_reg" in DAP_DIVERGENCE_HINT

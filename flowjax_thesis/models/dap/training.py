@@ -37,6 +37,15 @@ def check_corpus_and_chunk(corpus: Corpus, chunk: int) -> None:
         raise ValueError(f"chunk: expected a positive number of documents, got {chunk}")
 
 
+# DAP/DAPPER's updates have no learning rate; what makes them diverge is the regularizer or the
+# stochastic step sizes (or a corpus the model cannot fit)
+DAP_DIVERGENCE_HINT = (
+    "DAP/DAPPER has no learning rate: lower the RVI strength rho_reg (or use alpha_hat_form="
+    "'thesis', which keeps the alpha_hat system positive definite), for mini-batches take smaller "
+    "stochastic steps (larger tau0 or kappa), and check the corpus for empty documents or authors"
+)
+
+
 def em_transition(
     cfg: DapConfig, corpus: Corpus, e_step: Callable[[DapState, np.ndarray], Stats]
 ) -> Transition:
@@ -74,7 +83,7 @@ def em_transition(
         }
         return new, metrics
 
-    return Transition(init, step)
+    return Transition(init, step, DAP_DIVERGENCE_HINT)
 
 
 def dapper_transition(cfg: DapConfig, corpus: Corpus, *, chunk: int = 256, mesh=None) -> Transition:

@@ -126,9 +126,9 @@ def conv_transpose(x, kernel, strides=(1, 1), padding: str = "SAME"):
     raise ValueError(f"conv_transpose takes padding 'SAME' or 'VALID', got {padding!r}")
 
 
-class Conv(nn.Module):
-    """``flax.linen.Conv`` (NHWC, no dilation, no groups) computed by :func:`patch_conv`, with
-    flax's field names, parameters and initialisers."""
+class _Convolution(nn.Module):
+    """The fields, parameters and initialisers flax's ``Conv`` and ``ConvTranspose`` share;
+    a subclass names the function (:meth:`apply_kernel`)."""
 
     features: int
     kernel_size: Sequence[int]
@@ -138,33 +138,30 @@ class Conv(nn.Module):
     kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
     bias_init: nn.initializers.Initializer = nn.initializers.zeros
 
+    def apply_kernel(self, x, kernel):
+        raise NotImplementedError
+
     @nn.compact
     def __call__(self, x):
         shape = tuple(self.kernel_size) + (x.shape[-1], self.features)
         kernel = self.param("kernel", self.kernel_init, shape)
-        y = patch_conv(x, kernel.astype(x.dtype), self.strides, self.padding)
+        y = self.apply_kernel(x, kernel.astype(x.dtype))
         if self.use_bias:
             y = y + self.param("bias", self.bias_init, (self.features,)).astype(x.dtype)
         return y
 
 
-class ConvTranspose(nn.Module):
+class Conv(_Convolution):
+    """``flax.linen.Conv`` (NHWC, no dilation, no groups) computed by :func:`patch_conv`, with
+    flax's name, fields, parameters and initialisers."""
+
+    def apply_kernel(self, x, kernel):
+        return patch_conv(x, kernel, self.strides, self.padding)
+
+
+class ConvTranspose(_Convolution):
     """``flax.linen.ConvTranspose`` (NHWC, ``transpose_kernel=False``) computed by
-    :func:`conv_transpose`, with flax's field names, parameters and initialisers."""
+    :func:`conv_transpose`, with flax's name, fields, parameters and initialisers."""
 
-    features: int
-    kernel_size: Sequence[int]
-    strides: int | Sequence[int] = 1
-    padding: str = "SAME"
-    use_bias: bool = True
-    kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
-    bias_init: nn.initializers.Initializer = nn.initializers.zeros
-
-    @nn.compact
-    def __call__(self, x):
-        shape = tuple(self.kernel_size) + (x.shape[-1], self.features)
-        kernel = self.param("kernel", self.kernel_init, shape)
-        y = conv_transpose(x, kernel.astype(x.dtype), self.strides, self.padding)
-        if self.use_bias:
-            y = y + self.param("bias", self.bias_init, (self.features,)).astype(x.dtype)
-        return y
+    def apply_kernel(self, x, kernel):
+        return conv_transpose(x, kernel, self.strides, self.padding)

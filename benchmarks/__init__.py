@@ -227,6 +227,7 @@ BENCHMARKS = {
     "dapper": dapper,
     "vae": vae,
     "bayes-vi": lambda **kw: isolated("benchmarks.bench_bayes_vi:compare", **kw),
+    "conv": lambda **kw: isolated("benchmarks.bench_conv:compare", **kw),
 }
 
 

@@ -116,3 +116,16 @@ def test_cli_prints_json_list():
     )
     (record,) = json.loads(proc.stdout)
     _check_record(record, "torch_blog", 3)
+
+
+@pytest.mark.slow
+def test_conv_benchmark_sides_reach_the_same_loss():
+    """``bench conv``: flax's layers and ours train the same parameters to the same loss (the
+    speed ratio is read at equal answers); each side in its own process."""
+    from benchmarks.bench_conv import compare
+
+    row = compare(networks="coupling", steps=2, chunk=1)["networks"]["coupling"]
+    assert "error" not in row["ours"] and "error" not in row["flax"], row
+    assert row["ours"]["layers"] == "ours" and row["flax"]["layers"] == "flax"
+    assert math.isclose(row["final_loss"]["ours"], row["final_loss"]["flax"], rel_tol=1e-5)
+    assert row["speedup"] > 0

@@ -153,6 +153,33 @@ def test_resampling_draws_points_with_probability_inverse_to_G():
     assert abs(float(jnp.mean(vals)) - expected) < 5 * spread
 
 
+@pytest.mark.parametrize("rule", REWEIGHT)
+def test_every_rule_stays_finite_where_the_fixed_mixture_dwarfs_the_new_component(rule):
+    """A first component that fits the data far better than the new one (log G - log g ~ 200
+    nats, as after an overfitted first stage on a small tabular set): every weight rho g / G
+    underflows to 0 in float32, and the loss and all its metrics must stay finite (the ESS of
+    ``boosted`` was 0/0 = NaN, which stopped the gbnf-tabular cpu run at its second stage)."""
+    gbnf, params = _gaussian_gbnf()
+    x = jnp.zeros((3, 2), jnp.float32)  # at G's centre, where its density is e^108
+    leaves, tree = jax.tree.flatten(params["components"])
+    names = [str(p[-1]) for p, _ in jax.tree_util.tree_flatten_with_path(params["components"])[0]]
+    first = {"shift": jnp.zeros(2), "log_scale": jnp.full(2, -55.0)}
+    leaves = [
+        v.at[0].set(first["shift" if "shift" in n else "log_scale"])
+        for n, v in zip(names, leaves, strict=True)
+    ]
+    params = {**params, "components": jax.tree.unflatten(tree, leaves)}
+    log_G, _ = gbnf.log_prob_excluding(params, 1, x, None)
+    log_g = gbnf.component_log_prob(gbnf.component(params, 1), 1, x, None)
+    assert float(jnp.min(log_G - log_g)) > 100  # the regime of the bug
+    value, aux = density_loss(gbnf, rule)(
+        gbnf.component(params, 1), params, 1, (x, None), jax.random.PRNGKey(0)
+    )
+    assert np.isfinite(float(value))
+    for name, metric in aux.items():
+        assert np.all(np.isfinite(np.asarray(metric))), (rule, name, metric)
+
+
 def _toy(seed, n=(3000, 1000, 3000)):
     d = train_val_test("8gaussians", jax.random.PRNGKey(100 + seed), *n)
     return tuple(np.asarray(d[k]) for k in ("train", "val", "test"))

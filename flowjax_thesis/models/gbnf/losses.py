@@ -124,9 +124,11 @@ def density_loss(
             rho = training_weight(frozen, index)
             mix = jnp.logaddexp(jnp.log1p(-rho) + log_G, jnp.log(rho) + log_g)
             value = -jnp.mean(jnp.where(has, mix, log_g))
-            # the implied per-point weights rho g / G_c (self-normalised 1/G weighting)
-            resp = jax.lax.stop_gradient(jnp.exp(jnp.log(rho) + log_g - mix))
-            aux = {"G_nll": -jnp.mean(log_G), "ess": jnp.sum(resp) ** 2 / jnp.sum(resp**2)}
+            # the effective sample size of the implied per-point weights rho g / G_c, in log
+            # space: every weight underflows to 0 where G_c dwarfs the new component
+            log_resp = jax.lax.stop_gradient(jnp.log(rho) + log_g - mix)
+            ess = jnp.exp(2 * jax.nn.logsumexp(log_resp) - jax.nn.logsumexp(2 * log_resp))
+            aux = {"G_nll": -jnp.mean(log_G), "ess": ess}
             return value, aux
         log_w = resampling_log_probs(log_G, has, clip)
         if reweight == "resample":

@@ -161,7 +161,10 @@ def _figure13(s: dict) -> str:
 
 def _vae_mnist(s: dict) -> str:
     rows = s["comparison"]  # formatted "mean +- std" cells; the mean is the first field
-    seeds = max(r["seeds"] for r in rows)
+    counts = sorted({r["seeds"] for r in rows})
+    seeds = "/".join(map(str, counts)) if len(counts) > 1 else str(counts[0])
+    if len(counts) > 1:
+        seeds += " (per row: " + ", ".join(f"{r['model']} {r['seeds']}" for r in rows) + ")"
     steps = sorted({r["steps"] for r in rows})
     nll = {r["model"]: float(r["NLL (nats)"].split()[0]) for r in rows}
     thesis = ", ".join(f"{r['model']} {r['thesis mnist NLL'].split()[0]}" for r in rows)

@@ -66,8 +66,8 @@ class _FlaxEncoder(nn.Module):
 @pytest.mark.parametrize("shape", [(28, 28, 1), (8, 8, 1)])
 @pytest.mark.parametrize("which", ["encoder", "decoder"])
 def test_networks_same_params_init_and_function_as_flax_convolutions(shape, which):
-    """Our encoder and decoder (sub-pixel and full-kernel layers) against the same networks
-    written with flax's Conv / ConvTranspose: parameters, initial values, outputs, gradients."""
+    """Our encoder and decoder against the same networks written with flax's Conv /
+    ConvTranspose: parameters, initial values and outputs."""
     if which == "decoder":
         net, ref = Decoder(shape, 1), _FlaxDecoder(shape, 1)
         x = jax.random.normal(jax.random.PRNGKey(2), (3, 5, 6))
@@ -80,10 +80,7 @@ def test_networks_same_params_init_and_function_as_flax_convolutions(shape, whic
         np.testing.assert_array_equal(a, b)  # same names, shapes and initial values
     assert jax.tree.structure(params) == jax.tree.structure(ref_params)
     np.testing.assert_allclose(net.apply(params, x), ref.apply(params, x), atol=1e-5)
-    g = jax.grad(lambda p: jnp.sum(jnp.sin(net.apply(p, x))))(params)
-    g_ref = jax.grad(lambda p: jnp.sum(jnp.sin(ref.apply(p, x))))(params)
-    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    # gradients: every layer configuration is checked against flax in tests/test_patch_conv.py
 
 
 # -- vae-flows: the step budget, the posteriors setting and merging parts ------------------------

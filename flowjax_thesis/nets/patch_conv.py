@@ -62,12 +62,12 @@ def patch_conv(x, kernel, strides=(1, 1), padding: Padding = "VALID"):
     x = jnp.pad(x, ((0, 0),) * (x.ndim - 3) + (tuple(ph), tuple(pw), (0, 0)))
     oh = (x.shape[-3] - kh) // sh + 1
     ow = (x.shape[-2] - kw) // sw + 1
-    cols = [
-        x[..., i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw, :]
-        for i in range(kh)
-        for j in range(kw)
-    ]
-    patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
+    # kw column shifts, then kh row shifts of those: kh + kw slices instead of kh * kw (less to
+    # compile), channels ordered (i, j, c) as kernel.reshape(kh * kw * cin, cout)
+    cols = [x[..., j : j + sw * (ow - 1) + 1 : sw, :] for j in range(kw)]
+    x = cols[0] if kw == 1 else jnp.concatenate(cols, axis=-1)
+    rows = [x[..., i : i + sh * (oh - 1) + 1 : sh, :, :] for i in range(kh)]
+    patches = rows[0] if kh == 1 else jnp.concatenate(rows, axis=-1)
     return patches @ kernel.reshape(kh * kw * cin, cout)
 
 

@@ -80,6 +80,7 @@ def test_heldout_bad_input():
         ev.lda_heldout_pwll(np.ones((2, 2)), 0.5, TW, c, num_samples=0)
 
 
+@pytest.mark.slow
 def test_dapper_heldout_jitted_equals_eager_on_a_trained_model(monkeypatch):
     """An earlier jax gave 0.05 nats per word less under jit than eagerly (NewsArticles); the
     estimator is jitted now that both agree, and this test keeps checking that they do."""

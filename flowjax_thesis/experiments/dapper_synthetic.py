@@ -56,9 +56,32 @@ DAPPER_SYNTHETIC_FULL = replace(
 )
 
 
+def _recovery(cfg, dcfg, state, hist, train, test, truth) -> dict:
+    """What a fit recovered: persona accuracy on the trained authors, per-topic L1 error of the
+    matched topics, the training ELBO's first/last values and largest relative decrease, the
+    completion PWLL and the training seconds."""
+    from flowjax_thesis.models.dap import evaluation as ev
+
+    elbos = np.asarray([h["elbo"] for h in hist])
+    _, l1 = ev.match_topics(ev.topic_word(state), truth.beta)
+    trained = np.unique(np.asarray(train.authors))
+    est = ev.author_persona_probs(state).argmax(1)[trained]
+    return {
+        "persona_accuracy": ev.persona_accuracy(
+            est, truth.author_persona[trained], cfg.num_personas
+        ),
+        "topic_l1": l1,
+        "elbo_first_last": [float(elbos[0]), float(elbos[-1])],
+        "elbo_max_relative_decrease": float(
+            max(0.0, -np.diff(elbos).min(initial=0.0)) / abs(elbos[-1])
+        ),
+        "pwll_completion": ev.completion_pwll(dcfg, state, test, train=train)["pwll"],
+        "train_seconds": hist[-1]["train_seconds"],
+    }
+
+
 def _synthetic_vem(cfg, run, dcfg, train, test, truth, restart) -> dict:
     """The appendix-C variational EM from the same initial state as DAPPER's best restart."""
-    from flowjax_thesis.models.dap import evaluation as ev
     from flowjax_thesis.models.dap.vem import fit_dap_vem, vem_corpus_elbo
 
     result = fit_dap_vem(
@@ -71,20 +94,12 @@ def _synthetic_vem(cfg, run, dcfg, train, test, truth, restart) -> dict:
         tags={"model": "dap-vem", "restart": restart},
     )
     hist = epoch_rows(result.history, "elbo")
-    elbos = np.asarray([h["elbo"] for h in hist])
-    _, l1 = ev.match_topics(ev.topic_word(result.state), truth.beta)
-    trained = np.unique(np.asarray(train.authors))
-    est = ev.author_persona_probs(result.state).argmax(1)[trained]
-    drop = float(max(0.0, -np.diff(elbos).min(initial=0.0)) / abs(elbos[-1]))
+    scores = _recovery(cfg, dcfg, result.state, hist, train, test, truth)
+    l1 = scores.pop("topic_l1")
     return {
-        "persona_accuracy": ev.persona_accuracy(
-            est, truth.author_persona[trained], cfg.num_personas
-        ),
+        "persona_accuracy": scores.pop("persona_accuracy"),
         "topic_l1_mean": float(l1.mean()),
-        "elbo_first_last": [float(elbos[0]), float(elbos[-1])],
-        "elbo_max_relative_decrease": drop,
-        "pwll_completion": ev.completion_pwll(dcfg, result.state, test, train=train)["pwll"],
-        "train_seconds": hist[-1]["train_seconds"],
+        **scores,
     }
 
 
@@ -153,9 +168,9 @@ def dapper_synthetic(cfg: DapperSyntheticSettings, run) -> dict:
         run.print(f"restart {restart}: final ELBO {elbos[-1]:.1f}")
         if best is None or elbos[-1] > best[0][-1]:
             best = (elbos, result.state, hist, restart)
-    elbos, state, hist, best_restart = best
-    tw = ev.topic_word(state)
-    _, l1 = ev.match_topics(tw, truth.beta)
+    _, state, hist, best_restart = best
+    scores = _recovery(cfg, dcfg, state, hist, train, test, truth)
+    l1 = scores.pop("topic_l1")
     sk, _ = lb.sklearn_lda(train, cfg.num_topics, passes=cfg.epochs, seed=cfg.seed)
     sk_tw = sk.components_ / sk.components_.sum(1, keepdims=True)
     _, sk_l1 = ev.match_topics(sk_tw, truth.beta)
@@ -163,27 +178,23 @@ def dapper_synthetic(cfg: DapperSyntheticSettings, run) -> dict:
     rand_tw = rng.dirichlet(np.ones(cfg.vocab_size), size=cfg.num_topics)
     _, rand_l1 = ev.match_topics(rand_tw, truth.beta)
     trained = np.unique(np.asarray(train.authors))
-    est = ev.author_persona_probs(state).argmax(1)[trained]
-    acc = ev.persona_accuracy(est, truth.author_persona[trained], cfg.num_personas)
-    decreases = np.diff(elbos)
-    rel_drop = float(max(0.0, -decreases.min()) / abs(elbos[-1])) if len(elbos) > 1 else 0.0
     out = {
-        "persona_accuracy": acc,
+        "persona_accuracy": scores["persona_accuracy"],
         "chance_persona_accuracy": 1.0 / cfg.num_personas,
         "topic_l1_mean": float(l1.mean()),
         "topic_l1_per_topic": l1.tolist(),
         "sklearn_lda_topic_l1_mean": float(sk_l1.mean()),
         "random_topic_l1_mean": float(rand_l1.mean()),
-        "elbo_first_last": [elbos[0], elbos[-1]],
-        "elbo_max_relative_decrease": rel_drop,
-        "pwll_completion": ev.completion_pwll(dcfg, state, test, train=train)["pwll"],
+        "elbo_first_last": scores["elbo_first_last"],
+        "elbo_max_relative_decrease": scores["elbo_max_relative_decrease"],
+        "pwll_completion": scores["pwll_completion"],
         "pwll_thesis_definition": ev.heldout_pwll(dcfg, state, test)["pwll"],
         "pwll_elbo": ev.elbo_pwll(dcfg, state, test),
         "sklearn_lda_pwll_completion": lb.sklearn_completion_pwll(sk, test)["pwll"],
         "authors_concentrated_gt_0.9": ev.share_concentrated(state, authors=trained),
         "distinct_topics_top3": ev.distinct_top_topics(state),
         "epochs": len(hist),
-        "train_seconds": hist[-1]["train_seconds"],
+        "train_seconds": scores["train_seconds"],
     }
     if cfg.dap_vem:
         out["dap_vem"] = _synthetic_vem(cfg, run, dcfg, train, test, truth, best_restart)

@@ -209,6 +209,7 @@ def test_linear_vae_reaches_ppca_optimum_and_encoder_matches_posterior(digits):
     np.testing.assert_allclose(Dq, post_cov, atol=2e-2 * float(jnp.abs(post_cov).max()))
 
 
+@pytest.mark.integration  # a whole conv/flow model: compile-dominated
 def test_vae_step_is_a_bound_that_tightens_with_importance_samples():
     D, d = 6, 2
     params = random_ppca(jax.random.PRNGKey(7), D, d, 0.5)
@@ -358,6 +359,7 @@ def test_digits_loader_and_dequantisation():
     np.testing.assert_array_equal(np.floor(np.asarray(y) * 17), data.train[:10])
 
 
+@pytest.mark.integration  # a whole conv/flow model: compile-dominated
 def test_ppca_flow_transition_alternates_closed_form_and_gradients():
     data = load_images("digits")
     flow = build_flow((8, 8, 1), "ppca", 16, steps_per_level=1, levels=1, width=8)

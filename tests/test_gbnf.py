@@ -170,6 +170,7 @@ def test_frozen_components_unchanged_when_growing(additive):
     assert bigger.weights(params2).sum() == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.integration  # a whole conv/flow model: compile-dominated
 def test_importance_reweighting_and_finetune_run():
     train, val, test = _toy("2spirals", n=(1500, 500, 500))
     gbnf = GBNF(component_flow("realnvp", 2, 2, (16,)), 2)
@@ -251,6 +252,7 @@ def test_planar_components_vi_and_inverse():
     assert gbnf.weights(params).sum() == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.integration  # a whole conv/flow model: compile-dominated
 def test_conditional_gbnf_normalised_per_context():
     key = jax.random.PRNGKey(0)
     kx, ky = jax.random.split(key)

@@ -188,6 +188,7 @@ def image_model():
     return flow, params, y, x
 
 
+@pytest.mark.integration  # a whole conv/flow model: compile-dominated
 def test_image_psr_log_det_matches_jacobian(image_model):
     flow, params, y, x = image_model
     bij = flow.bijector(params, x[:1])
@@ -200,6 +201,7 @@ def test_image_psr_log_det_matches_jacobian(image_model):
     np.testing.assert_allclose(ld_f, -ld, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.integration  # a whole conv/flow model: compile-dominated
 def test_image_psr_sample_log_prob_and_context(image_model):
     flow, params, y, x = image_model
     assert psr_scale(flow) == 2 and flow.context_shape == (4, 4, 1)
@@ -221,6 +223,7 @@ def test_image_psr_sample_log_prob_and_context(image_model):
     assert flow.sample(params, jax.random.PRNGKey(5), 2, context=x[0]).shape == (2, 8, 8, 1)
 
 
+@pytest.mark.integration  # a whole conv/flow model: compile-dominated
 def test_image_nll_is_the_dequantised_log_likelihood(image_model):
     flow, params, y, x = image_model
     y_int = jnp.floor(y * 17).astype(jnp.int32)
@@ -279,6 +282,7 @@ def test_image_psr_training_lowers_loss():
     assert np.isfinite(after) and after < before - 5.0
 
 
+@pytest.mark.integration  # a whole conv/flow model: compile-dominated
 def test_joint_psr_log_prob_and_sampling(image_model):
     flow, _, y, x = image_model
     joint = JointPSR(flow, 17, ridge=1e-3, prior_steps=1, prior_width=8)

@@ -44,6 +44,7 @@ def joint_model():
     return joint, params, y, x, y_int
 
 
+@pytest.mark.integration  # the joint conv model: compile-dominated
 def test_conditional_sees_x_and_the_priors_first_block(joint_model):
     joint, params, y, x, _ = joint_model
     assert joint.shared_embedding
@@ -70,6 +71,7 @@ def _norm(tree):
     return float(sum(jnp.sum(a**2) for a in jax.tree.leaves(tree)) ** 0.5)
 
 
+@pytest.mark.integration  # the joint conv model: compile-dominated
 def test_embedding_receives_gradients_from_both_terms(joint_model):
     joint, params, y, x, _ = joint_model
     g_cond, g_prior = _grads(joint, params, y, x)
@@ -98,6 +100,7 @@ def test_embedding_receives_gradients_from_both_terms(joint_model):
     np.testing.assert_allclose(fd, ad, rtol=5e-2, atol=5e-3)
 
 
+@pytest.mark.integration  # the joint conv model: compile-dominated
 def test_joint_training_updates_one_embedding_with_both_gradients(joint_model):
     """One SGD step on the joint loss moves the embedding by -lr (g_cond + g_prior): one set of
     parameters, no copy per term."""
@@ -123,6 +126,7 @@ def test_joint_training_updates_one_embedding_with_both_gradients(joint_model):
     assert set(params) == {"conditional", "prior"} and n_joint == n_parts
 
 
+@pytest.mark.integration  # the joint conv model: compile-dominated
 def test_shared_embedding_sampling_is_consistent(joint_model):
     joint, params, *_ = joint_model
     sample = jax.jit(joint.sample, static_argnums=2)

@@ -381,6 +381,7 @@ def test_gbnf_posterior_draws_and_density():
 # -- boosting stage: freezing, shock schedule ------------------------------------------------
 
 
+@pytest.mark.integration  # a whole conv/flow model: compile-dominated
 def test_boost_step_trains_only_the_new_component_and_anneals_shock():
     model = VAE(
         (8, 8, 1),
@@ -435,6 +436,7 @@ def _small_vae(name="planar", **kw):
     return VAE((8, 8, 1), post, latent=4, hidden=16, widths=(4, 8))
 
 
+@pytest.mark.integration  # a whole conv/flow model: compile-dominated
 def test_plateau_hook_halves_the_learning_rate_and_keeps_the_best():
     """``optax.contrib.reduce_on_plateau`` fed by the on_eval hook: the scale halves after
     ``patience`` evaluations without improvement (not before), and the state keeps the params of
@@ -482,6 +484,7 @@ def test_vae_trains_and_nll_below_elbo(digits):
     assert res["nll"] < one  # more samples, tighter estimate
 
 
+@pytest.mark.integration  # a whole conv/flow model: compile-dominated
 def test_train_vae_resumes_to_the_uninterrupted_result(digits, tmp_path):
     """In a run, a training stopped at step 20 (its checkpoint) and continued to step 40 ends
     with the same state as one run of 40 steps, and the log has one record per (tags, step)."""

@@ -36,6 +36,15 @@ def test_lda_heldout_matches_numerical_integration():
     np.testing.assert_allclose(out["pwll"], out["per_doc"].sum() / 9, rtol=1e-12)
 
 
+def test_lda_heldout_jitted_equals_eager(monkeypatch):
+    rng = np.random.default_rng(0)
+    gamma = rng.uniform(0.5, 5.0, size=(2, 2))
+    jitted = ev.lda_heldout_pwll(gamma, 0.7, TW, _corpus(), num_samples=500, chunk=2)
+    monkeypatch.setattr(ev, "_lda_log_marginal_jit", ev._lda_log_marginal)
+    eager = ev.lda_heldout_pwll(gamma, 0.7, TW, _corpus(), num_samples=500, chunk=2)
+    np.testing.assert_allclose(jitted["per_doc"], eager["per_doc"], atol=1e-5)
+
+
 def test_dapper_heldout_matches_numerical_integration():
     """K = 2 topics, P = 2 personas: log p(w) = log int prod_n (softmax(theta) . beta_w)
     sum_p kappa_p N(theta | alpha_p, s I) dtheta on a grid."""

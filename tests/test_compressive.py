@@ -121,6 +121,7 @@ def test_gradient_ascent_from_random_start_reaches_closed_form(digits):
     assert abs(reached - mle) / abs(mle) < 1e-4
 
 
+@pytest.mark.integration  # trains a model to a quality threshold
 @pytest.mark.parametrize("mode", ["em", "moments"])
 def test_minibatch_closed_form_updates_converge_to_the_mle(digits, mode):
     d = 4

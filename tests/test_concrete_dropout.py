@@ -73,6 +73,7 @@ def _learned_rate(n: int, steps: int = 1500) -> float:
     return student.rates(run(params))["cd_0"]
 
 
+@pytest.mark.integration  # trains a model to a quality threshold
 def test_learned_rate_is_lower_with_more_data():
     small, large = _learned_rate(25), _learned_rate(5000)
     assert large < small - 0.05, (small, large)

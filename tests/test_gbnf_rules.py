@@ -186,6 +186,7 @@ def _toy(seed, n=(3000, 1000, 3000)):
     return tuple(np.asarray(d[k]) for k in ("train", "val", "test"))
 
 
+@pytest.mark.integration  # trains a model to a quality threshold
 @pytest.mark.parametrize("rule", [THESIS_RULE, "frank_wolfe"])
 def test_additive_boosting_with_the_thesis_rules_beats_the_first_component(rule):
     """8 Gaussians, weak components (one RealNVP coupling each): 2 components beat the first on

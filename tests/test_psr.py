@@ -251,8 +251,12 @@ def test_image_nll_is_the_dequantised_log_likelihood(image_model):
     ids=["lr-shape", "hr-shape", "batch", "sample-lr", "scale-div", "scale-pow2", "rank",
          "levels", "downsample"],
 )  # fmt: skip
-def test_image_psr_bad_inputs(image_model, call, match):
-    flow, params, y, x = image_model
+def test_image_psr_bad_inputs(call, match):
+    """Shapes are checked before any parameter is used: abstract parameters (no compile)."""
+    flow = image_psr_flow((8, 8, 1), scale=2, num_levels=2, steps_per_scale=1, conv_width=8,
+                          features=4, encoder_features=8, growth=4)  # fmt: skip
+    params = jax.eval_shape(flow.init, jax.random.PRNGKey(0))
+    y, x = jnp.zeros((3, 8, 8, 1)), jnp.zeros((3, 4, 4, 1))
     with pytest.raises(ValueError, match=match):
         call(flow, params, y, x)
 
@@ -359,6 +363,7 @@ def test_ssim_identical_images():
     assert np.all(ssim(y, 1 - y) < 0.5)
 
 
+@pytest.mark.integration  # trains a model to a quality threshold
 def test_gp_and_dropout_students_fit_a_line():
     rng = np.random.default_rng(0)
     x = rng.uniform(-2, 2, size=(200, 1)).astype(np.float32)

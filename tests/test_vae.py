@@ -290,6 +290,7 @@ def banana_reference():
     return exact, gaussian
 
 
+@pytest.mark.integration  # trains a model to a quality threshold
 @pytest.mark.parametrize("name", FLOW_POSTERIORS)
 def test_flow_posteriors_tighten_the_elbo_on_a_curved_posterior(banana_reference, name):
     """Every flow posterior closes most of the diagonal Gaussian's gap to the exact evidence

@@ -263,8 +263,7 @@ def dapper_news(cfg: DapperNewsSettings, run) -> dict:
         best = max(per_seed, key=lambda s: s["rows"][s["figure_model"]]["pwll_final"])
         res.update({key: best[key] for key in ("top_words", "persona_top3")})
         res["figure_seed"] = best["seed"]
-        personas = range(min(6, cfg.num_personas))
-        run.save_figure(ev.plot_personas(best["state"], vocab, personas=personas), f"personas_K{k}")
+        run.save_figure(ev.plot_personas(best["state"], vocab), f"personas_K{k}")  # most used
         for s in per_seed:
             del s["state"]
         results[f"K{k}"] = res

@@ -50,3 +50,8 @@ def test_dap_transitions_name_what_can_diverge_instead_of_a_learning_rate():
     for transition in (dapper_transition(cfg, corpus), vem_transition(cfg, corpus)):
         assert transition.divergence_hint == DAP_DIVERGENCE_HINT
     assert "no learning rate" in DAP_DIVERGENCE_HINT and "rho_reg" in DAP_DIVERGENCE_HINT
+
+
+def test_persona_figure_shows_the_most_used_personas():
+    delta = np.array([[1.0, 2.0, 90.0, 7.0], [1.0, 50.0, 40.0, 9.0], [1.0, 1.0, 97.0, 1.0]])
+    assert ev.most_used_personas(SimpleNamespace(delta=delta), 3) == [2, 1, 3]

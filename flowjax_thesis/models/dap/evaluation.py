@@ -324,8 +324,14 @@ def persona_usage(state: DapState, threshold: float = 0.9, min_mass: float = 0.0
     }
 
 
+def most_used_personas(state: DapState, n: int) -> list[int]:
+    """The ``n`` personas with the largest average author probability, most used first."""
+    return [int(p) for p in np.argsort(-author_persona_probs(state).mean(axis=0))[:n]]
+
+
 def plot_personas(state: DapState, vocab, personas=None, n_topics: int = 3, n_words: int = 4):
-    """Figure like thesis Figures 7-8: the three strongest topics of each persona over time."""
+    """Figure like thesis Figures 7-8: the three strongest topics of each persona over time
+    (``personas``: by default the six most used, :func:`most_used_personas`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -333,7 +339,7 @@ def plot_personas(state: DapState, vocab, personas=None, n_topics: int = 3, n_wo
 
     w = persona_topic_weights(state)
     num_p = w.shape[1]
-    personas = list(range(min(num_p, 6))) if personas is None else list(personas)
+    personas = most_used_personas(state, min(num_p, 6)) if personas is None else list(personas)
     labels = [" ".join(ws) for ws in top_words(topic_word(state), vocab, n_words)]
     tv = np.asarray(state.time_values)
     ncol = min(3, len(personas))

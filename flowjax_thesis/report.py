@@ -61,7 +61,12 @@ def _dapper_sotu(s: dict) -> str:
     p = s["pwll"]
     models = ", ".join(f"{name} {_pm(v)}" for name, v in p.items())
     seeds = len(s.get("per_seed", []))
-    return f"held-out per-word log-likelihood over {seeds} seeds: {models}"
+    text = f"held-out per-word log-likelihood over {seeds} seeds: {models}"
+    rvi = s.get("rvi")
+    if rvi:
+        verdict = "helps" if rvi["gain_nats"] > 0 else "does NOT help"
+        text += f"; RVI rho={rvi['rho']} minus rho=0: {rvi['gain_nats']:+.3f} nats ({verdict})"
+    return text
 
 
 def _dapper_news(s: dict) -> str:

@@ -10,7 +10,9 @@ completion (:func:`flowjax_thesis.models.dap.evaluation.completion_pwll`: topic 
 inferred from half of each test paragraph's tokens, per-word log-likelihood of the other half).
 The appendix-C DAP baseline (:func:`flowjax_thesis.models.dap.vem.fit_dap_vem`, original
 variational EM, same model, settings and metric; ``dap_vem=False`` leaves it out) trains on every
-seed's split beside DAPPER.
+seed's split beside DAPPER, and so does DAPPER without RVI (``rho0_row``: the row "DAPPER rho=0",
+with the persona usage of every full-batch model in ``persona_usage_by_model``). gensim runs in
+each of ``gensim_modes``: online VB (its default) and batch VB (scikit-learn's algorithm).
 """
 
 from __future__ import annotations
@@ -96,6 +98,11 @@ class DapperSotuSettings:
     local_max_iter: int = 10
     lda_passes: int = 2
     gensim: bool = False
+    # gensim's online VB (its default) and batch VB (scikit-learn's algorithm): online stops
+    # short of convergence at 10 passes over the 50-word blocks
+    gensim_modes: tuple[str, ...] = ("online", "batch")
+    # a full-batch DAPPER row without RVI (rho = 0) beside the rho_reg rows
+    rho0_row: bool = True
     dap_vem: bool = True
     # mini-batch DAPPER rows beside full batch (issue 14's criterion on a >= 30,000-document
     # corpus: ``--set unit=block --set block_words=50`` gives 40,356 documents)
@@ -153,6 +160,12 @@ def dapper_sotu(cfg: DapperSotuSettings, run) -> dict:
     from flowjax_thesis.models.dap import lda_baselines as lb
     from flowjax_thesis.models.dap import split_by_author
 
+    gensim_modes = [m for m in cfg.gensim_modes if m in lb.GENSIM_MODES]
+    if len(gensim_modes) != len(cfg.gensim_modes):
+        raise ValueError(
+            f"gensim_modes must hold {sorted(lb.GENSIM_MODES)}, got {cfg.gensim_modes!r}"
+        )
+
     corpus = sotu_corpus(
         unit=cfg.unit,
         block_words=cfg.block_words,
@@ -169,11 +182,17 @@ def dapper_sotu(cfg: DapperSotuSettings, run) -> dict:
     )
     dcfg = _dap_config(cfg)
     k = cfg.num_topics
-    dap_models = {"DAPPER": ("dapper", None)}
-    dap_models |= {f"DAPPER batch {b}": ("dapper", b) for b in cfg.batch_sizes}
+    gensim_rows = {m: f"gensim LDA ({m} VB)" for m in gensim_modes} if cfg.gensim else {}
+    # name: (model, batch size or None for full batch, rho)
+    dap_models = {"DAPPER": ("dapper", None, cfg.rho_reg)}
+    if cfg.rho0_row and cfg.rho_reg != 0:
+        dap_models["DAPPER rho=0"] = ("dapper", None, 0.0)
+    dap_models |= {f"DAPPER batch {b}": ("dapper", b, cfg.rho_reg) for b in cfg.batch_sizes}
     if cfg.dap_vem:
-        dap_models["DAP (appendix C)"] = ("dap-vem", None)
-    scores: dict[str, list[float]] = {n: [] for n in [*dap_models, "sklearn LDA", "gensim LDA"]}
+        dap_models["DAP (appendix C)"] = ("dap-vem", None, cfg.rho_reg)
+    scores: dict[str, list[float]] = {
+        n: [] for n in [*dap_models, "sklearn LDA", *gensim_rows.values()]
+    }
     seconds: dict[str, list[float]] = {name: [] for name in scores}
     thesis_scores: dict[str, list[float]] = {}
     per_seed, best = [], None
@@ -190,28 +209,32 @@ def dapper_sotu(cfg: DapperSotuSettings, run) -> dict:
         # the thesis's held-out PWLL, sum_d log p(w_d) / sum_d N_d (importance sampled)
         heldout = {"sklearn LDA": lb.sklearn_heldout_pwll(sk, test, seed=seed)["pwll"]}
         states = {}
-        for name, (tag, batch) in dap_models.items():
+        for name, (tag, batch, rho) in dap_models.items():
             tags = {"model": tag, "seed": seed} | ({"batch": batch} if batch else {})
+            if rho != cfg.rho_reg:
+                tags["rho"] = rho
+            mcfg = replace(dcfg, rho_reg=rho)
             state, epochs = train_dap_model(
-                run, tags, dcfg, train, test,
+                run, tags, mcfg, train, test,
                 epochs=cfg.epochs, batch_size=batch, chunk=cfg.chunk, seed=seed,
                 vem=tag == "dap-vem",
             )  # fmt: skip
             curve = [e["pwll"] for e in epochs]
             row[name], row[f"{name}_pwll_per_epoch"] = curve[-1], curve
-            heldout[name] = ev.heldout_pwll(dcfg, state, test, seed=seed)["pwll"]
+            heldout[name] = ev.heldout_pwll(mcfg, state, test, seed=seed)["pwll"]
             seconds[name].append(epochs[-1]["train_seconds"])
             states[name] = state
         dapper_pwll = row["DAPPER"]
         seconds["sklearn LDA"].append(sk_secs)
-        if cfg.gensim:
+        for mode, gname in gensim_rows.items():
             try:
-                gm, g_secs = lb.gensim_lda(train, k, passes=cfg.lda_passes, seed=seed)
-                row["gensim LDA"] = lb.gensim_completion_pwll(gm, test, seed)["pwll"]
-                heldout["gensim LDA"] = lb.gensim_heldout_pwll(gm, test, seed=seed)["pwll"]
-                seconds["gensim LDA"].append(g_secs)
+                gm, g_secs = lb.gensim_lda(train, k, passes=cfg.lda_passes, mode=mode, seed=seed)
             except ImportError as err:
                 run.print(f"gensim baseline skipped: {err}")
+                break
+            row[gname] = lb.gensim_completion_pwll(gm, test, seed)["pwll"]
+            heldout[gname] = lb.gensim_heldout_pwll(gm, test, seed=seed)["pwll"]
+            seconds[gname].append(g_secs)
         row["thesis_pwll"] = heldout
         for name in scores:
             if name in row:
@@ -221,12 +244,13 @@ def dapper_sotu(cfg: DapperSotuSettings, run) -> dict:
         run.print(
             f"seed {seed}: PWLL DAPPER {dapper_pwll:.3f}, sklearn LDA {row['sklearn LDA']:.3f}"
             + (f", DAP (appendix C) {row['DAP (appendix C)']:.3f}" if cfg.dap_vem else "")
-            + (f", gensim LDA {row['gensim LDA']:.3f}" if "gensim LDA" in row else "")
+            + "".join(f", {g} {row[g]:.3f}" for g in gensim_rows.values() if g in row)
         )
         per_seed.append(row)
         if best is None or dapper_pwll > best[0]:
-            best = (dapper_pwll, states["DAPPER"], train)
-    _, state, train = best
+            best = (dapper_pwll, states, train)
+    _, best_states, train = best
+    state = best_states["DAPPER"]
     table_rows = [
         "| model | completion PWLL (mean +- sd over seeds) | thesis held-out PWLL | fit seconds |",
         "| --- | --- | --- | --- |",
@@ -268,6 +292,16 @@ def dapper_sotu(cfg: DapperSotuSettings, run) -> dict:
         "fit_seconds": {n: v for n, v in seconds.items() if v},
         "per_seed": per_seed,
         "table": table,
+        # RVI's effect on this corpus: full-batch DAPPER at rho_reg minus DAPPER at rho = 0
+        "rvi": (
+            {
+                "rho": cfg.rho_reg,
+                "gain_nats": summary_scores["DAPPER"]["mean"]
+                - summary_scores["DAPPER rho=0"]["mean"],
+            }
+            if "DAPPER rho=0" in summary_scores
+            else None
+        ),
         "dapper_beats_sklearn_lda_every_seed": all(
             r["DAPPER"] > r["sklearn LDA"] for r in per_seed
         ),
@@ -278,6 +312,10 @@ def dapper_sotu(cfg: DapperSotuSettings, run) -> dict:
         "persona_top_topics": ev.persona_top_topics(state).tolist(),
         "authors_concentrated_gt_0.9": ev.share_concentrated(state),
         "persona_usage": ev.persona_usage(state),
+        # persona usage of every full-batch model of the best seed (RVI's effect: DAPPER rho=0)
+        "persona_usage_by_model": {
+            n: ev.persona_usage(st) for n, st in best_states.items() if dap_models[n][1] is None
+        },
         "minibatch_criterion": minibatch_criterion(
             [{n: r[f"{n}_pwll_per_epoch"] for n in dap_models} for r in per_seed],
             "DAPPER",

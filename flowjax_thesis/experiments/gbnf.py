@@ -110,12 +110,12 @@ class GbnfDensityMatchingSettings:
     regularization: float = 0.5
     eval_samples: int = 4096
     grid_n: int = 200
-    seed: int = 0
+    seeds: tuple[int, ...] = (0,)
 
 
 GBNF_DENSITY_MATCHING_SMOKE = GbnfDensityMatchingSettings()
 GBNF_DENSITY_MATCHING_CPU = replace(
-    GBNF_DENSITY_MATCHING_SMOKE, steps=6000, eval_samples=100_000, grid_n=500
+    GBNF_DENSITY_MATCHING_SMOKE, steps=6000, eval_samples=100_000, grid_n=500, seeds=(0, 1, 2)
 )
 GBNF_DENSITY_MATCHING_FULL = replace(
     GBNF_DENSITY_MATCHING_CPU, steps=25000, eval_samples=1_000_000, grid_n=1000
@@ -139,9 +139,8 @@ def gbnf_density_matching(cfg: GbnfDensityMatchingSettings, run) -> dict:
         "GBNF components trained by the thesis's VI rule, eq. 4.20 (thesis (reproduction); VI "
         "has no 'boosted' variant here), log G_{c-1} clamped from below at -10 (the original "
         f"code's G_MAX_LOSS); entropy weight lambda={cfg.regularization}; rho by Algorithm 1 "
-        "(SGD)"
+        f"(SGD); seeds {list(cfg.seeds)}"
     )
-    key = jax.random.PRNGKey(cfg.seed)
     baseline = realnvp_flow(2, cfg.baseline_layers, cfg.hidden)
     gbnf = GBNF(
         component_flow("realnvp", 2, cfg.component_layers, cfg.hidden),
@@ -149,140 +148,166 @@ def gbnf_density_matching(cfg: GbnfDensityMatchingSettings, run) -> dict:
         alternate=True,
     )
     per_component = max(cfg.steps // cfg.components, 1)
-    rows, summary, figure13 = [], {}, []
+    rows, per_seed = [], {}
     fig, axes = grid_figure(3, len(cfg.targets))
-    for j, name in enumerate(cfg.targets):
-        log_target, lim = get_target(name), TARGET_LIMITS[name]
-        k_base, k_gbnf, k_eval = jax.random.split(jax.random.fold_in(key, j), 3)
-        t0 = time.time()
-        p_base, _ = fit_vi_flow(
-            baseline,
-            log_target,
-            key=k_base,
-            steps=cfg.steps,
-            num_samples=cfg.batch_size,
-            optimizer=optax.adam(cfg.lr),
-            chunk_size=min(cfg.steps, 1000),
-            progress=False,
-            run=run,
-            tags={"target": name, "model": "realnvp"},
-        )
-        t_base = time.time() - t0
-        normalizable = name in NORMALIZABLE
-        base = vi_report(baseline, p_base, log_target, k_eval, lim, cfg, normalizable)
-        t0 = time.time()
-        p_gbnf, info = boost_vi(
-            gbnf,
-            log_target,
-            key=k_gbnf,
-            steps=per_component,
-            num_samples=cfg.batch_size,
-            optimizer=optax.adam(cfg.lr),
-            regularization=cfg.regularization,
-            run=run,
-            tags={"target": name, "model": "gbnf"},
-        )
-        t_gbnf = time.time() - t0
-        k1, k2 = jax.random.split(k_eval)
-        elbo_g = float(
-            jax.jit(lambda p, k=k1, t=log_target: elbo(gbnf, p, k, t, cfg.eval_samples))(p_gbnf)
-        )
-        logz_g = float(
-            jax.jit(
-                lambda p, k=k2, t=log_target: importance_log_evidence(
-                    gbnf, p, k, t, cfg.eval_samples
-                )
-            )(p_gbnf)
-        )
-        mass_g = float(log_normalizer_grid(partial(gbnf.log_prob, p_gbnf), lim, cfg.grid_n))
-        summary[name] = {
-            "realnvp": {
-                **base,
-                "kl_on_square": base["log_z_grid"] - base["elbo"],
-                "kl_grid": kl_on_grid(
-                    partial(baseline.log_prob, p_base), log_target, lim, cfg.grid_n
-                ),
-                "params": num_parameters(p_base),
-                "steps": cfg.steps,
-                "seconds": round(t_base, 1),
-            },
-            "gbnf": {
-                "elbo": elbo_g,
-                "log_z_importance": logz_g,
-                "log_z_grid": base["log_z_grid"],
-                "kl_q_p": base["log_z_grid"] - elbo_g if normalizable else None,
-                "kl_on_square": base["log_z_grid"] - elbo_g,
-                "kl_grid": kl_on_grid(partial(gbnf.log_prob, p_gbnf), log_target, lim, cfg.grid_n),
-                "log_mass_on_grid": mass_g,
-                "weights": info["weights"],
-                "params": num_parameters(p_gbnf["components"]),
-                "steps": per_component * cfg.components,
-                "seconds": round(t_gbnf, 1),
-            },
-        }
-        for model, r in summary[name].items():
-            rows.append(
-                {
-                    "target": name,
-                    "model": f"RealNVP K={cfg.baseline_layers}"
-                    if model == "realnvp"
-                    else f"GBNF C={cfg.components} K={cfg.component_layers}",
-                    "params": r["params"],
-                    "ELBO": r["elbo"],
-                    "log Z (IS)": r["log_z_importance"],
-                    "log Z (grid)": r["log_z_grid"],
-                    "KL(q||p)": r["kl_q_p"],
-                    "log Z_sq - ELBO": r["kl_on_square"],
-                    "KL on the square (grid)": r["kl_grid"],
-                }
+    for seed in cfg.seeds:
+        key = jax.random.PRNGKey(seed)
+        per_seed[str(seed)] = results = {}
+        for j, name in enumerate(cfg.targets):
+            log_target, lim = get_target(name), TARGET_LIMITS[name]
+            k_base, k_gbnf, k_eval = jax.random.split(jax.random.fold_in(key, j), 3)
+            tags = {"target": name, "seed": seed}
+            t0 = time.time()
+            p_base, _ = fit_vi_flow(
+                baseline,
+                log_target,
+                key=k_base,
+                steps=cfg.steps,
+                num_samples=cfg.batch_size,
+                optimizer=optax.adam(cfg.lr),
+                chunk_size=min(cfg.steps, 1000),
+                progress=False,
+                run=run,
+                tags=tags | {"model": "realnvp"},
             )
-        gbnf_r, base_r = summary[name]["gbnf"], summary[name]["realnvp"]
+            t_base = time.time() - t0
+            normalizable = name in NORMALIZABLE
+            base = vi_report(baseline, p_base, log_target, k_eval, lim, cfg, normalizable)
+            t0 = time.time()
+            p_gbnf, info = boost_vi(
+                gbnf,
+                log_target,
+                key=k_gbnf,
+                steps=per_component,
+                num_samples=cfg.batch_size,
+                optimizer=optax.adam(cfg.lr),
+                regularization=cfg.regularization,
+                run=run,
+                tags=tags | {"model": "gbnf"},
+            )
+            t_gbnf = time.time() - t0
+            k1, k2 = jax.random.split(k_eval)
+            elbo_g = float(
+                jax.jit(lambda p, k=k1, t=log_target: elbo(gbnf, p, k, t, cfg.eval_samples))(p_gbnf)
+            )
+            logz_g = float(
+                jax.jit(
+                    lambda p, k=k2, t=log_target: importance_log_evidence(
+                        gbnf, p, k, t, cfg.eval_samples
+                    )
+                )(p_gbnf)
+            )
+            mass_g = float(log_normalizer_grid(partial(gbnf.log_prob, p_gbnf), lim, cfg.grid_n))
+            results[name] = {
+                "realnvp": {
+                    **base,
+                    "kl_on_square": base["log_z_grid"] - base["elbo"],
+                    "kl_grid": kl_on_grid(
+                        partial(baseline.log_prob, p_base), log_target, lim, cfg.grid_n
+                    ),
+                    "params": num_parameters(p_base),
+                    "steps": cfg.steps,
+                    "seconds": round(t_base, 1),
+                },
+                "gbnf": {
+                    "elbo": elbo_g,
+                    "log_z_importance": logz_g,
+                    "log_z_grid": base["log_z_grid"],
+                    "kl_q_p": base["log_z_grid"] - elbo_g if normalizable else None,
+                    "kl_on_square": base["log_z_grid"] - elbo_g,
+                    "kl_grid": kl_on_grid(
+                        partial(gbnf.log_prob, p_gbnf), log_target, lim, cfg.grid_n
+                    ),
+                    "log_mass_on_grid": mass_g,
+                    "weights": info["weights"],
+                    "params": num_parameters(p_gbnf["components"]),
+                    "steps": per_component * cfg.components,
+                    "seconds": round(t_gbnf, 1),
+                },
+            }
+            for model, r in results[name].items():
+                rows.append(
+                    {
+                        "seed": seed,
+                        "target": name,
+                        "model": f"RealNVP K={cfg.baseline_layers}"
+                        if model == "realnvp"
+                        else f"GBNF C={cfg.components} K={cfg.component_layers}",
+                        "params": r["params"],
+                        "ELBO": r["elbo"],
+                        "log Z (IS)": r["log_z_importance"],
+                        "log Z (grid)": r["log_z_grid"],
+                        "KL(q||p)": r["kl_q_p"],
+                        "log Z_sq - ELBO": r["kl_on_square"],
+                        "KL on the square (grid)": r["kl_grid"],
+                    }
+                )
+            base_r, gbnf_r = results[name]["realnvp"], results[name]["gbnf"]
+            run.print(
+                f"seed {seed} {name}: RealNVP-16 ELBO {base['elbo']:.3f} | GBNF ELBO "
+                f"{elbo_g:.3f} | log Z (grid, on the square) {base['log_z_grid']:.3f} | KL on "
+                f"the square RealNVP {base_r['kl_grid']:.3f} GBNF {gbnf_r['kl_grid']:.3f} | "
+                f"params {base_r['params']} vs {gbnf_r['params']} | GBNF weights "
+                f"{np.round(info['weights'], 3).tolist()}"
+            )
+            if seed == cfg.seeds[0]:  # the figure shows the first seed
+                show_density(
+                    axes[0, j], density_on_grid(log_target, lim, 200), lim, f"{name} target"
+                )
+                show_density(
+                    axes[1, j],
+                    density_on_grid(partial(baseline.log_prob, p_base), lim, 200),
+                    lim,
+                    f"RealNVP K={cfg.baseline_layers}",
+                )
+                show_density(
+                    axes[2, j],
+                    density_on_grid(partial(gbnf.log_prob, p_gbnf), lim, 200),
+                    lim,
+                    f"GBNF {cfg.components}x{cfg.component_layers}",
+                )
+    run.save_figure(fig, "gbnf_density_matching")
+    figure13 = []
+    for name in cfg.targets:
+        kl = {
+            m: [per_seed[str(s)][name][m]["kl_grid"] for s in cfg.seeds]
+            for m in ("realnvp", "gbnf")
+        }
+        diffs = [g - b for g, b in zip(kl["gbnf"], kl["realnvp"], strict=True)]
+        first = per_seed[str(cfg.seeds[0])][name]
         figure13.append(
             {
                 "target": name,
-                "RealNVP K=16 KL on the square": base_r["kl_grid"],
-                "GBNF 2x4 KL on the square": gbnf_r["kl_grid"],
-                "GBNF - RealNVP (nats)": gbnf_r["kl_grid"] - base_r["kl_grid"],
-                "RealNVP log Z_sq - ELBO": base_r["kl_on_square"],
-                "GBNF log Z_sq - ELBO": gbnf_r["kl_on_square"],
-                "params ratio GBNF/RealNVP": gbnf_r["params"] / base_r["params"],
-                "GBNF weights": [round(w, 3) for w in gbnf_r["weights"]],
+                "RealNVP K=16 KL on the square": float(np.mean(kl["realnvp"])),
+                "GBNF 2x4 KL on the square": float(np.mean(kl["gbnf"])),
+                "GBNF - RealNVP (nats)": float(np.mean(diffs)),
+                "GBNF - RealNVP per seed": diffs,
+                "GBNF not worse on seeds": int(sum(d <= 0 for d in diffs)),
+                "params ratio GBNF/RealNVP": first["gbnf"]["params"] / first["realnvp"]["params"],
+                "GBNF weights per seed": [
+                    [round(w, 3) for w in per_seed[str(s)][name]["gbnf"]["weights"]]
+                    for s in cfg.seeds
+                ],
             }
         )
-        run.print(
-            f"{name}: RealNVP-16 ELBO {base['elbo']:.3f} | GBNF ELBO {elbo_g:.3f} | "
-            f"log Z (grid, on the square) {base['log_z_grid']:.3f} | KL on the square RealNVP "
-            f"{base_r['kl_grid']:.3f} GBNF {gbnf_r['kl_grid']:.3f} | params "
-            f"{base_r['params']} vs {gbnf_r['params']} | GBNF weights "
-            f"{np.round(info['weights'], 3).tolist()}"
-        )
-        show_density(axes[0, j], density_on_grid(log_target, lim, 200), lim, f"{name} target")
-        show_density(
-            axes[1, j],
-            density_on_grid(partial(baseline.log_prob, p_base), lim, 200),
-            lim,
-            f"RealNVP K={cfg.baseline_layers}",
-        )
-        show_density(
-            axes[2, j],
-            density_on_grid(partial(gbnf.log_prob, p_gbnf), lim, 200),
-            lim,
-            f"GBNF {cfg.components}x{cfg.component_layers}",
-        )
-    run.save_figure(fig, "gbnf_density_matching")
-    summary["comparison"] = rows
-    summary["figure_13"] = figure13
-    summary["note"] = (
-        "'KL on the square' (kl_grid) = KL(q||p) with q and p both restricted to the plotted "
-        "square and renormalised there (grid quadrature), the Figure 13 metric here. "
-        "'log Z_sq - ELBO' (kl_on_square) is KL(q||p) for U1 only; U2-U4 are not integrable on "
-        "R^2, their ELBO is unbounded above (q gains by spreading along the directions in which "
-        "the energy does not grow), so there it can be negative and is not a KL. GBNF trains "
-        "steps/C Adam steps per component (same total budget). Figure 13's claim: GBNF (2x4) "
-        "is as good or better with half the parameters; 'GBNF - RealNVP' > 0 means the claim "
-        "does not hold for that target at this budget."
-    )
-    return summary
+    return {
+        "seeds": list(cfg.seeds),
+        "per_seed": per_seed,
+        "comparison": rows,
+        "figure_13": figure13,
+        "note": (
+            "'KL on the square' (kl_grid) = KL(q||p) with q and p both restricted to the plotted "
+            "square and renormalised there (grid quadrature), the Figure 13 metric here; "
+            "figure_13 gives its mean over the seeds and each seed's GBNF - RealNVP. "
+            "'log Z_sq - ELBO' (kl_on_square) is KL(q||p) for U1 only; U2-U4 are not integrable "
+            "on R^2, their ELBO is unbounded above (q gains by spreading along the directions in "
+            "which the energy does not grow), so there it can be negative and is not a KL. GBNF "
+            "trains steps/C Adam steps per component (same total budget). Figure 13's claim: "
+            "GBNF (2x4) is as good or better with half the parameters; 'GBNF - RealNVP' > 0 "
+            "means the claim does not hold for that target at this budget. The figure shows the "
+            "first seed."
+        ),
+    }
 
 
 @dataclass(frozen=True)

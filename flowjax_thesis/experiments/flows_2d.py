@@ -57,8 +57,9 @@ def vi_report(flow: Flow, params, log_target, key, lim: float, cfg, normalizable
     }
 
 
-def _train_vi(flow, log_target, cfg, key, run, tags):
-    """The blog's VI training (Adam, ``batch_size`` draws per step); the engine logs the
+def train_vi_2d(flow, log_target, cfg, key, run, tags):
+    """VI training of a 2-D flow as the blog does it (Adam, ``batch_size`` draws per step;
+    also the single-flow baseline of ``gbnf-density-matching``); the engine logs the
     history under ``tags`` and resumes it with ``--resume``."""
     t0 = time.time()
     params, result = fit_vi(
@@ -156,7 +157,7 @@ def vi_planar_ring(cfg: ViPlanarRingSettings, run) -> dict:
             # the same init and draws for both rules at one depth and seed: a paired comparison
             k_fit, k_eval = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), depth))
             tags = {"model": label, "seed": seed}
-            params, result, seconds = _train_vi(flow, log_target, cfg, k_fit, run, tags)
+            params, result, seconds = train_vi_2d(flow, log_target, cfg, k_fit, run, tags)
             report = vi_report(flow, params, log_target, k_eval, lim, cfg, normalizable=True)
             report["train_seconds_incl_compile"] = round(seconds, 2)
             runs[label][str(seed)] = report
@@ -286,7 +287,7 @@ def density_matching(cfg: DensityMatchingSettings, run) -> dict:
     for j, name in enumerate(cfg.targets):
         log_target, lim = get_target(name), TARGET_LIMITS[name]
         k_fit, k_eval = jax.random.split(jax.random.fold_in(key, j))
-        params, _, seconds = _train_vi(flow, log_target, cfg, k_fit, run, {"target": name})
+        params, _, seconds = train_vi_2d(flow, log_target, cfg, k_fit, run, {"target": name})
         report = vi_report(flow, params, log_target, k_eval, lim, cfg, name in NORMALIZABLE)
         report["train_seconds_incl_compile"] = round(seconds, 2)
         summary[name] = report

@@ -32,7 +32,7 @@ import optax
 from flowjax_thesis.data.tabular import load_tabular
 from flowjax_thesis.data.toy import train_val_test
 from flowjax_thesis.experiments import register
-from flowjax_thesis.experiments.flows_2d import NORMALIZABLE, vi_report
+from flowjax_thesis.experiments.flows_2d import NORMALIZABLE, train_vi_2d, vi_report
 from flowjax_thesis.families import component_flow
 from flowjax_thesis.flows import realnvp_flow
 from flowjax_thesis.grid import density_on_grid, grid_2d, log_normalizer_grid
@@ -48,7 +48,6 @@ from flowjax_thesis.objectives import elbo, importance_log_evidence
 from flowjax_thesis.plotting import grid_figure, plt, show_density, show_samples
 from flowjax_thesis.targets import TARGET_LIMITS, get_target
 from flowjax_thesis.train import data_mesh
-from flowjax_thesis.train import fit_vi as fit_vi_flow
 
 RULE_LABELS = {
     "resample": "thesis (reproduction)",
@@ -157,20 +156,9 @@ def gbnf_density_matching(cfg: GbnfDensityMatchingSettings, run) -> dict:
             log_target, lim = get_target(name), TARGET_LIMITS[name]
             k_base, k_gbnf, k_eval = jax.random.split(jax.random.fold_in(key, j), 3)
             tags = {"target": name, "seed": seed}
-            t0 = time.time()
-            p_base, _ = fit_vi_flow(
-                baseline,
-                log_target,
-                key=k_base,
-                steps=cfg.steps,
-                num_samples=cfg.batch_size,
-                optimizer=optax.adam(cfg.lr),
-                chunk_size=min(cfg.steps, 1000),
-                progress=False,
-                run=run,
-                tags=tags | {"model": "realnvp"},
+            p_base, _, t_base = train_vi_2d(
+                baseline, log_target, cfg, k_base, run, tags | {"model": "realnvp"}
             )
-            t_base = time.time() - t0
             normalizable = name in NORMALIZABLE
             base = vi_report(baseline, p_base, log_target, k_eval, lim, cfg, normalizable)
             t0 = time.time()

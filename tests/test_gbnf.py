@@ -468,3 +468,23 @@ def test_boosting_resumes_stage_by_stage_from_run_checkpoints(tmp_path):
     assert [s["rho"] for s in i1["stages"]] == pytest.approx([s["rho"] for s in i2["stages"]])
     keys = [(json.dumps(r.get("tags"), sort_keys=True), r["step"]) for r in records]
     assert len(keys) == len(set(keys)) and len(keys) > 0
+
+
+def test_a_component_with_weight_zero_is_out_of_the_mixture():
+    """Weight 0 (from ``set_weights`` or from ``rho = 0`` / ``rho = 1``) contributes nothing,
+    even at a point where that component's log-density is 1,000 nats above the others' (a
+    floor of log 1e-30 = -69 nats let it dominate: overfitted tabular flows differ by more)."""
+    from flowjax_thesis.models.gbnf import weights as W
+
+    gbnf = GBNF(component_flow("realnvp", 2, 1, (8,)), 3)
+    params = gbnf.set_component_weight(gbnf.init(jax.random.PRNGKey(0)), 0, 1.0)
+    params = gbnf.set_component_weight(params, 1, 0.5)
+    params = gbnf.set_component_weight(params, 2, 0.0)  # rho = 0: weight 0
+    lp = jnp.array([[-1500.0], [-1000.0], [0.0]])  # component 2 far above the others
+    mask, has = W.others(params)
+    expected = np.logaddexp(np.log(0.5) - 1500.0, np.log(0.5) - 1000.0)
+    np.testing.assert_allclose(W.combine(params, lp, mask, has), [expected], rtol=1e-6)
+    first_only = gbnf.set_weights(params, [1.0, 0.0, 0.0])  # the "first component" read-out
+    np.testing.assert_allclose(W.combine(first_only, lp, mask, has), [-1500.0], rtol=1e-6)
+    assert np.all(np.isfinite(first_only["log_weights"]))  # the engine's state stays finite
+    np.testing.assert_array_equal(gbnf.weights(first_only), [1.0, 0.0, 0.0])

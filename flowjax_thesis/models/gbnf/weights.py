@@ -21,6 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 
 TINY = 1e-30
+# the log-weight of a component with weight exactly 0: finite (the engine treats a non-finite
+# state as a divergence) but far below any log-density difference, so exp(ZERO_LOG_WEIGHT + lp)
+# is exactly 0. log(TINY) = -69 was not: a component 70 nats better than the others at a point
+# (overfitted tabular flows differ by more) dominated a mixture in which it had weight 0.
+ZERO_LOG_WEIGHT = -1e30
 
 
 def take(tree, i):
@@ -29,7 +34,8 @@ def take(tree, i):
 
 
 def safe_log(w):
-    return jnp.log(jnp.maximum(w, TINY))
+    """``log w``, floored at ``log(TINY)`` for ``0 < w < TINY``; ``ZERO_LOG_WEIGHT`` at 0."""
+    return jnp.where(w > 0, jnp.log(jnp.maximum(w, TINY)), ZERO_LOG_WEIGHT)
 
 
 def logmeanexp(a, axis=None):
@@ -141,5 +147,6 @@ def checked_weights(params, weights, boosting: str = "additive") -> dict:
         if not np.isclose(w.sum(), 1.0, atol=1e-6):
             raise ValueError(f"additive mixture weights must sum to 1, got sum {w.sum():.6g}")
         lw = np.where(active, np.log(np.maximum(w, TINY)), 0.0)
+        lw = np.where(active & (w == 0), ZERO_LOG_WEIGHT, lw)
         return {**params, "log_weights": jnp.asarray(lw, jnp.float32)}
     return {**params, "exponents": jnp.asarray(np.where(active, w, 0.0), jnp.float32)}

@@ -245,6 +245,12 @@ CLAIMS: tuple[Claim, ...] = (
     ),
     Claim(
         "psr-images",
+        "Table 13 at 4x on MNIST, 4,000 steps (`--set 'scales=[4]' --set steps=4000`)",
+        "psr-images-mnist/4x-4000",
+        _psr_images,
+    ),
+    Claim(
+        "psr-images",
         "Table 13 on Fashion-MNIST (`--set data=fashion-mnist`)",
         "psr-images-fashion-mnist",
         _psr_images,

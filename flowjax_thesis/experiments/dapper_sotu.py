@@ -160,8 +160,7 @@ def dapper_sotu(cfg: DapperSotuSettings, run) -> dict:
     from flowjax_thesis.models.dap import lda_baselines as lb
     from flowjax_thesis.models.dap import split_by_author
 
-    gensim_modes = [m for m in cfg.gensim_modes if m in lb.GENSIM_MODES]
-    if len(gensim_modes) != len(cfg.gensim_modes):
+    if any(m not in lb.GENSIM_MODES for m in cfg.gensim_modes):
         raise ValueError(
             f"gensim_modes must hold {sorted(lb.GENSIM_MODES)}, got {cfg.gensim_modes!r}"
         )
@@ -182,7 +181,7 @@ def dapper_sotu(cfg: DapperSotuSettings, run) -> dict:
     )
     dcfg = _dap_config(cfg)
     k = cfg.num_topics
-    gensim_rows = {m: f"gensim LDA ({m} VB)" for m in gensim_modes} if cfg.gensim else {}
+    gensim_rows = {m: f"gensim LDA ({m} VB)" for m in cfg.gensim_modes} if cfg.gensim else {}
     # name: (model, batch size or None for full batch, rho)
     dap_models = {"DAPPER": ("dapper", None, cfg.rho_reg)}
     if cfg.rho0_row and cfg.rho_reg != 0:

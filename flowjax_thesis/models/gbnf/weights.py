@@ -21,10 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 
 TINY = 1e-30
-# the log-weight of a component with weight exactly 0: finite (the engine treats a non-finite
-# state as a divergence) but far below any log-density difference, so exp(ZERO_LOG_WEIGHT + lp)
-# is exactly 0. log(TINY) = -69 was not: a component 70 nats better than the others at a point
-# (overfitted tabular flows differ by more) dominated a mixture in which it had weight 0.
+# the log-weight of a component with weight exactly 0, and of the components left out of a
+# mixture: finite (the engine treats a non-finite state as a divergence) but far below any
+# log-density difference, so exp(ZERO_LOG_WEIGHT + lp) is exactly 0. log(TINY) = -69 was not: a
+# component 70 nats better than the others at a point (overfitted tabular flows differ by more)
+# dominated a mixture in which it had weight 0.
 ZERO_LOG_WEIGHT = -1e30
 
 
@@ -57,7 +58,7 @@ def mixture_log_weights(params, exclude=None):
     ``exclude``-th left out; and whether any component remains."""
     mask, has = others(params, exclude)
     lw = jnp.where(mask, params["log_weights"], -jnp.inf)
-    lse = jax.nn.logsumexp(jnp.where(mask, params["log_weights"], -1e30))
+    lse = jax.nn.logsumexp(jnp.where(mask, params["log_weights"], ZERO_LOG_WEIGHT))
     return jnp.where(mask, lw - lse, -jnp.inf), has
 
 
@@ -81,7 +82,7 @@ def assign_weight(params, i, rho, boosting: str = "additive"):
     if boosting == "additive":
         rho = jnp.where(has, rho, 1.0)
         lw = jnp.where(idx == i, safe_log(rho), others_lw + safe_log(1.0 - rho))
-        lw = jnp.where(active, lw, -1e30)
+        lw = jnp.where(active, lw, ZERO_LOG_WEIGHT)
         lw = jnp.where(active, lw - jax.nn.logsumexp(lw), 0.0)
         return {**params, "log_weights": lw, "active": active}
     rho = jnp.where(jnp.asarray(i) == 0, 1.0, rho)
@@ -100,7 +101,7 @@ def combine(params, lp, mask, has, boosting: str = "additive"):
     mask = jnp.where(has, mask, jnp.arange(c) == 0)
     if boosting == "additive":
         lw = jnp.where(mask, params["log_weights"], -jnp.inf)
-        lw = lw - jax.nn.logsumexp(jnp.where(mask, params["log_weights"], -1e30))
+        lw = lw - jax.nn.logsumexp(jnp.where(mask, params["log_weights"], ZERO_LOG_WEIGHT))
         out = jax.nn.logsumexp(lw.reshape(shape) + lp, axis=0)
     else:
         terms = jnp.where(mask.reshape(shape), params["exponents"].reshape(shape) * lp, 0.0)
@@ -114,7 +115,7 @@ def training_weight(params, index):
     the mixture NLL), else ``1 / (number of active others + 1)`` (a new component enters as an
     equal member; the Frank-Wolfe step ``rho`` is refitted afterwards)."""
     mask, _ = others(params, index)
-    lw = jnp.where(params["active"], params["log_weights"], -1e30)
+    lw = jnp.where(params["active"], params["log_weights"], ZERO_LOG_WEIGHT)
     w_now = jnp.exp(lw[index] - jax.nn.logsumexp(lw))
     rho = jnp.where(params["active"][index], w_now, 1.0 / (jnp.sum(mask) + 1.0))
     return jnp.clip(rho, 1e-3, 1.0 - 1e-3)

@@ -107,6 +107,17 @@ def test_overrides_change_only_their_fields_and_lists_become_tuples():
     assert exp.config("smoke") == smoke  # the registered profile is untouched
 
 
+@pytest.mark.parametrize("text", ['["online", "batch"]', "[online,batch]", "online, batch"])
+def test_a_list_setting_takes_its_items_with_or_without_json_quotes(text):
+    cfg = experiments.get("dapper-sotu").config("smoke", {"gensim_modes": text})
+    assert cfg.gensim_modes == ("online", "batch")
+
+
+def test_bare_list_items_keep_their_json_types():
+    cfg = experiments.get("gbnf-density-matching").config("smoke", {"seeds": "3,4"})
+    assert cfg.seeds == (3, 4)
+
+
 def test_resume_treats_saved_lists_as_the_tuples_of_the_settings(tmp_path):
     """config.json holds JSON lists; the settings hold tuples (also nested): the same config."""
     name, profile = "bayes-vi", "cpu"

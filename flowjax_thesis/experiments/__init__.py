@@ -106,15 +106,32 @@ def _as_tuples(value: Any) -> Any:
     return value
 
 
+def _json_or_text(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _bare_list(text: str) -> list:
+    """``[a,b]`` or ``a,b`` without JSON's quotes: each item parsed alone (``[a, 2]`` ->
+    ``["a", 2]``)."""
+    inner = text.strip()
+    if inner.startswith("[") and inner.endswith("]"):
+        inner = inner[1:-1]
+    return [_json_or_text(item.strip()) for item in inner.split(",") if item.strip()]
+
+
 def parse_value(key: str, text: Any, default: Any) -> Any:
-    """Parses a ``--set`` value so that it has the type of ``default``."""
+    """Parses a ``--set`` value so that it has the type of ``default``. A list setting also
+    takes its items without JSON's quotes (``posteriors=[gaussian,iaf]`` or
+    ``posteriors=gaussian,iaf``)."""
     if not isinstance(text, str):
         value = text
     else:
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text
+        value = _json_or_text(text)
+        if isinstance(default, (list, tuple)) and value is text:
+            value = _bare_list(text)
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value

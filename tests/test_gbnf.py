@@ -27,6 +27,7 @@ from flowjax_thesis.models.gbnf import (
     density_rho_objective,
     rho_sgd_transition,
 )
+from flowjax_thesis.models.gbnf import weights as W
 from flowjax_thesis.objectives import elbo
 from flowjax_thesis.runs import Run
 from flowjax_thesis.train import fit
@@ -474,8 +475,6 @@ def test_a_component_with_weight_zero_is_out_of_the_mixture():
     """Weight 0 (from ``set_weights`` or from ``rho = 0`` / ``rho = 1``) contributes nothing,
     even at a point where that component's log-density is 1,000 nats above the others' (a
     floor of log 1e-30 = -69 nats let it dominate: overfitted tabular flows differ by more)."""
-    from flowjax_thesis.models.gbnf import weights as W
-
     gbnf = GBNF(component_flow("realnvp", 2, 1, (8,)), 3)
     params = gbnf.set_component_weight(gbnf.init(jax.random.PRNGKey(0)), 0, 1.0)
     params = gbnf.set_component_weight(params, 1, 0.5)
@@ -488,3 +487,13 @@ def test_a_component_with_weight_zero_is_out_of_the_mixture():
     np.testing.assert_allclose(W.combine(first_only, lp, mask, has), [-1500.0], rtol=1e-6)
     assert np.all(np.isfinite(first_only["log_weights"]))  # the engine's state stays finite
     np.testing.assert_array_equal(gbnf.weights(first_only), [1.0, 0.0, 0.0])
+
+
+def test_draw_indices_follows_the_weights_and_never_draws_a_zero_weight():
+    p = np.array([0.5, 0.0, 0.3, 0.2])
+    log_w = jnp.asarray(np.where(p > 0, np.log(np.maximum(p, 1e-300)), W.ZERO_LOG_WEIGHT))
+    n = 200_000
+    idx = np.asarray(W.draw_indices(jax.random.PRNGKey(0), log_w + 3.0, n))  # unnormalised
+    freq = np.bincount(idx, minlength=4) / n
+    assert freq[1] == 0.0
+    np.testing.assert_allclose(freq, p, atol=5 * np.sqrt(0.25 / n))

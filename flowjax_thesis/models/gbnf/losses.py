@@ -62,7 +62,7 @@ import jax
 import jax.numpy as jnp
 
 from flowjax_thesis.models.gbnf.model import GBNF
-from flowjax_thesis.models.gbnf.weights import training_weight
+from flowjax_thesis.models.gbnf.weights import draw_indices, training_weight
 
 REWEIGHT = ("resample", "frank_wolfe", "boosted", "importance", "none")
 THESIS_RULE = "resample"  # eq. 4.13, what the thesis's experiments train new components with
@@ -132,7 +132,7 @@ def density_loss(
             return value, aux
         log_w = resampling_log_probs(log_G, has, clip)
         if reweight == "resample":
-            idx = jax.random.categorical(key, log_w, shape=(x.shape[0],))
+            idx = draw_indices(key, log_w, x.shape[0])
             idx = jnp.where(has, idx, jnp.arange(x.shape[0]))  # stage 1: the minibatch itself
             cr = None if ctx is None else jax.tree.map(lambda a: a[idx], ctx)
             value = -jnp.mean(gbnf.component_log_prob(p_i, index, x[idx], cr))

@@ -308,7 +308,7 @@ class GBNF:
         y, lp, log_q = self._proposal_draws(params, k_prop, n * oversample)
         mask, has = W.others(params)
         log_w = self.combine(params, lp, mask, has) - log_q
-        x = y[jax.random.categorical(k_res, log_w, shape=(n,))]
+        x = y[W.draw_indices(k_res, log_w, n)]
         return x, self.log_prob(params, x)
 
     def sample(self, params, key, n: int, context=None):

@@ -44,6 +44,14 @@ def logmeanexp(a, axis=None):
     return jax.nn.logsumexp(a, axis=axis) - math.log(n)
 
 
+def draw_indices(key, log_w, n: int):
+    """``n`` indices drawn with probability proportional to ``exp(log_w)`` (1-D), by inverse CDF
+    (``jax.random.choice``): ``n`` uniforms where ``jax.random.categorical`` draws ``n x
+    len(log_w)`` Gumbels (at n = len(log_w) = 512, 0.25 instead of 6.9 ms per draw here, more
+    than a K = 1 component's whole training step)."""
+    return jax.random.choice(key, log_w.shape[0], (n,), p=jax.nn.softmax(log_w))
+
+
 def others(params, exclude=None):
     """Mask of the active components other than ``exclude`` (an index, may be traced, or None)
     and whether any such component exists."""

@@ -209,7 +209,8 @@ def dapper(num_topics: int = 25, max_docs: int = 0) -> dict[str, Any]:
 
 def vae(**settings) -> dict[str, Any]:
     """The gated-conv VAE on MNIST (Gaussian and IAF posteriors) against the same model in
-    PyTorch: steps/s and the test -ELBO after the same steps (``bench_vae.compare_torch``);
+    PyTorch: steps/s and the test -ELBO after the same steps (``bench_vae.compare_torch``;
+    ``rounds=R`` repeats each pair and reports the median ratio);
     ``digits=1`` runs the older all-posterior timing on 8x8 digits (``bench_vae.vae_steps``)."""
     if str(settings.pop("digits", "0")) not in ("0", "", "False", "false"):
         kw = {k: int(v) for k, v in settings.items()}

@@ -129,3 +129,25 @@ def test_conv_benchmark_sides_reach_the_same_loss():
     assert row["ours"]["layers"] == "ours" and row["flax"]["layers"] == "flax"
     assert math.isclose(row["final_loss"]["ours"], row["final_loss"]["flax"], rel_tol=1e-5)
     assert row["speedup"] > 0
+
+
+def test_vae_rounds_report_the_median_ratio_and_keep_the_answers():
+    from benchmarks.bench_vae import _compare_rounds
+
+    def rec(seconds, cpu, elbo):
+        return {"seconds": seconds, "cpu_seconds": cpu, "test_neg_elbo": elbo}
+
+    rounds = [
+        {"ours": rec(4.0, 8.0, 177.71), "torch": rec(3.0, 6.0, 191.94)},
+        {"ours": rec(5.0, 9.0, 177.71), "torch": rec(5.0, 9.0, 191.94)},
+        {"ours": rec(4.0, 8.0, 177.71), "torch": rec(6.0, 12.0, 191.94)},
+        {"ours": {"error": "killed"}, "torch": rec(3.0, 6.0, 191.94)},
+    ]
+    row = _compare_rounds(rounds)
+    assert [r["speedup_vs_torch"] for r in row["rounds"]] == [0.75, 1.0, 1.5]
+    assert row["speedup_vs_torch"] == 1.0 and row["speedup_range"] == [0.75, 1.5]
+    assert row["cpu_ratio"] == 1.0
+    assert row["test_neg_elbo"] == {"ours": 177.71, "torch": 191.94}
+    assert row["ours"] is rounds[0]["ours"]
+    failed = _compare_rounds([{"ours": {"error": "x"}, "torch": rec(3.0, 6.0, 1.0)}])
+    assert "speedup_vs_torch" not in failed and failed["ours"] == {"error": "x"}

@@ -3,7 +3,8 @@
 - the Frank-Wolfe loss (eqs. 4.8/4.9) against an independent computation: Gaussian components
   (``mean_field`` flows, closed-form densities and entropy) and the population expectation
   ``E_p*[g/G]`` by quadrature on a grid, its gradient against autodiff of that quadrature, and
-  the linear term's gradient against the ``rho -> 0`` limit of the mixture NLL's (eq. 4.7);
+  the linear term's gradient against the ``rho -> 0`` limit of the mixture NLL's (eq. 4.7),
+  also for conditional components (appendix B, B.4-B.6);
 - the resampling rule (4.13, the thesis's rule for its experiments): its minibatch is drawn
   with probabilities proportional to ``1/G``;
 - additive boosting with the thesis's rule beats its first component on 8 Gaussians (held-out
@@ -133,6 +134,43 @@ def test_frank_wolfe_linear_term_is_the_rho_to_zero_gradient_of_the_mixture_nll(
     g_mix = jax.grad(mixture_nll)(p1)
     for a, b in zip(jax.tree.leaves(g_fw), jax.tree.leaves(g_mix), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b) / rho, rtol=2e-3, atol=1e-4)
+
+
+def test_conditional_frank_wolfe_is_the_rho_to_zero_gradient_of_the_conditional_mixture_nll():
+    """Appendix B (B.4-B.6): for conditional components g(y | x) the linear term is
+    -mean_i g(y_i | x_i) / G(y_i | x_i), the rho -> 0 limit of the conditional mixture NLL's
+    gradient divided by rho; and the entropy term draws one y per context row."""
+    gbnf = GBNF(component_flow("realnvp", 2, 1, (8,), context_shape=(1,)), 2)
+    params = gbnf.init(jax.random.PRNGKey(0))
+    params = gbnf.assign_weight(params, 0, 1.0)
+    k1, k2 = jax.random.split(jax.random.PRNGKey(6))
+    ctx = jax.random.uniform(k1, (3000, 1), minval=-1, maxval=1)
+    y = jnp.concatenate([2 * ctx, -ctx], 1) + 0.5 * jax.random.normal(k2, (3000, 2))
+    p1 = gbnf.component(params, 1)
+    fw = density_loss(gbnf, "frank_wolfe", regularization=0.0)
+    value, aux = fw(p1, params, 1, (y, ctx), jax.random.PRNGKey(0))
+    log_g = gbnf.flow.log_prob(p1, y, ctx)
+    log_G = gbnf.flow.log_prob(gbnf.component(params, 0), y, ctx)
+    np.testing.assert_allclose(
+        float(aux["fw_linear"]), float(jnp.mean(jnp.exp(log_g - log_G))), rtol=1e-5
+    )
+    assert float(value) == pytest.approx(-float(aux["fw_linear"]), rel=1e-6)
+    g_fw = jax.grad(lambda p: fw(p, params, 1, (y, ctx), jax.random.PRNGKey(0))[0])(p1)
+    rho = 1e-4
+
+    def mixture_nll(p):  # the conditional (4.6), written out independently of the package
+        return -jnp.mean(
+            jnp.logaddexp(jnp.log1p(-rho) + log_G, jnp.log(rho) + gbnf.flow.log_prob(p, y, ctx))
+        )
+
+    g_mix = jax.grad(mixture_nll)(p1)
+    for a, b in zip(jax.tree.leaves(g_fw), jax.tree.leaves(g_mix), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b) / rho, rtol=2e-3, atol=1e-4)
+    # with lambda > 0 the entropy is estimated from one draw per context row
+    _, aux = density_loss(gbnf, "frank_wolfe", regularization=LAM)(
+        p1, params, 1, (y, ctx), jax.random.PRNGKey(0)
+    )
+    assert np.isfinite(float(aux["neg_entropy"]))
 
 
 def test_resampling_draws_points_with_probability_inverse_to_G():

@@ -261,11 +261,12 @@ def compare_torch(
         eval_n=int(eval_n),
         seed=int(seed),
     )
-    if int(rounds) < 1:
+    rounds = int(rounds)
+    if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds!r}")
     out: dict[str, Any] = {
         "benchmark": "vae-mnist-vs-torch",
-        "settings": {**kw, "chunk": int(chunk), "torch_threads": threads, "rounds": int(rounds)},
+        "settings": {**kw, "chunk": int(chunk), "torch_threads": threads, "rounds": rounds},
         "posteriors": {},
         "goal": "ours at least as fast as PyTorch (speedup_vs_torch >= 1) at a similar -ELBO",
     }
@@ -274,15 +275,15 @@ def compare_torch(
     try:
         names = [p for p in str(posteriors).split(",") if p]
         records: dict[str, list] = {name: [] for name in names}
-        for r in range(int(rounds)):
+        sides = {
+            "ours": ("benchmarks.bench_vae:ours_mnist", {"chunk": int(chunk)}),
+            "torch": (
+                "benchmarks.peers.vae_torch:torch_vae",
+                {"data_path": path, "warmup": int(chunk)},
+            ),
+        }
+        for r in range(rounds):
             for name in names:
-                sides = {
-                    "ours": ("benchmarks.bench_vae:ours_mnist", {"chunk": int(chunk)}),
-                    "torch": (
-                        "benchmarks.peers.vae_torch:torch_vae",
-                        {"data_path": path, "warmup": int(chunk)},
-                    ),
-                }
                 order = ("ours", "torch") if r % 2 == 0 else ("torch", "ours")
                 records[name].append(
                     {
